@@ -1,0 +1,255 @@
+"""The unified evaluator: one object, every metric group, one metrics.json.
+
+Follows detectron2's ``DatasetEvaluator`` contract (``reset()``, ``process(results)`` per batch,
+``evaluate() -> dict``) so the training loop can stream detections into it and the CLI can feed it a file.
+It never imports a model: any COCO results list (detectron2, mmdetection, ours) is scored the same way.
+
+Metric groups (names used by ``--metrics`` and as metrics.json keys; every value a fraction in [0, 1]):
+
+========================  =========================  ==================================================
+group                     scored against             keys
+========================  =========================  ==================================================
+``coco``                  ``gt`` (COCO json)         AP, AP50, AP75, APs, APm, APl (pycocotools)
+``ap_star``               ``lvis_gt`` (cocofied)     AP .. APl, APr, APc, APf (lvis-api LVISEval)
+``lvis``                  ``lvis_gt`` (raw LVIS)     same keys, for LVIS-trained results
+``boundary_f``            ``gt``                     F1px, F3px, F5px, num_matched, num_gt (appendix A.2)
+``boundary_acc``          ``gt``                     boundary, non_boundary (Fig. 1, Sec. 3.3 Eq. 1)
+``boundary_ap``           ``gt``                     AP .. APl with Boundary IoU (faster-coco-eval)
+``cityscapes``            ``gt`` + gtFine dir        AP, AP50 (official cityscapesscripts)
+========================  =========================  ==================================================
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import warnings
+from dataclasses import dataclass, field
+from typing import Any
+
+from . import io as eio
+from .coco import AP_KEYS, boundary_ap, coco_mask_ap
+from .lvis_ap import LVIS_AP_KEYS, is_cocofied, lvis_ap
+
+log = logging.getLogger(__name__)
+
+GROUPS = ("coco", "ap_star", "lvis", "boundary_f", "boundary_acc", "boundary_ap", "cityscapes")
+COCO_GT_GROUPS = ("coco", "boundary_f", "boundary_acc", "boundary_ap")
+
+
+@dataclass
+class EvalParams:
+    """Parameters of every group; all recorded in metrics.json's provenance.
+
+    Attributes:
+        boundary_f_tolerances: n of F_npx, absolute radii in image pixels (appendix A.2: 1 and 3; we add 5).
+        boundary_f_window: ``"full"`` (full image) or ``"crop"`` (RefineMask tool's enlarged GT box).
+        boundary_acc_d: d̂ of the Fig. 1 boundary band, in image pixels (Sec. 3.3 Eq. 1).
+        score_thr: positive predictions for boundary F / accuracy need score >= this (appendix A.2).
+        boundary_dilation_ratio: Boundary IoU's d as a fraction of the image diagonal (0.02 COCO/LVIS).
+        lvis_max_dets: detections per image for AP*/LVIS AP (300, lvis-api).
+        keep_bbox: keep ``bbox`` in results (detection areas from boxes, RefineMask-compatible APs/m/l).
+    """
+
+    boundary_f_tolerances: tuple[int, ...] = (1, 3, 5)
+    boundary_f_window: str = "full"
+    boundary_acc_d: float = 2.0
+    score_thr: float = 0.05
+    boundary_dilation_ratio: float = 0.02
+    lvis_max_dets: int = 300
+    keep_bbox: bool = False
+
+
+@dataclass
+class EvalOutput:
+    """What :meth:`InstanceSegEvaluator.evaluate` returns.
+
+    Attributes:
+        metrics: ``{group: {key: value}}`` in metrics.json's shape.
+        details: per-category AP and the extra summary numbers (AR, LVIS AR@300, ...) per group.
+        per_instance: one row per non-crowd GT of ``gt`` (matched prediction, IoU, F values, accuracies).
+        warnings: messages about the inputs (empty results, ...).
+    """
+
+    metrics: dict[str, dict[str, Any]]
+    details: dict[str, Any] = field(default_factory=dict)
+    per_instance: list[dict[str, Any]] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+
+def available_groups(gt: dict | None, lvis_gt: dict | None, cityscapes_gt_dir=None) -> list[str]:
+    """The groups the given inputs allow, in :data:`GROUPS` order."""
+    out = []
+    if gt is not None:
+        out += ["coco", "boundary_f", "boundary_acc", "boundary_ap"]
+    if lvis_gt is not None:
+        out.append("ap_star" if is_cocofied(lvis_gt) else "lvis")
+    if gt is not None and cityscapes_gt_dir is not None:
+        out.append("cityscapes")
+    return [g for g in GROUPS if g in out]
+
+
+class InstanceSegEvaluator:
+    """Streams COCO-format detections and scores them with every requested metric group.
+
+    Args:
+        gt: validated COCO ground truth (``coco``, boundary groups, ``cityscapes``) or None.
+        lvis_gt: validated LVIS-format ground truth (``ap_star`` if cocofied, else ``lvis``) or None.
+        metrics: group names; default every group the inputs allow (:func:`available_groups`).
+        params: :class:`EvalParams`.
+        gt_path, lvis_gt_path: for messages.
+        cityscapes_gt_dir: a ``gtFine`` folder for the official Cityscapes AP (``cityscapes_split`` below it).
+
+    Raises:
+        ValueError: an unknown group, or a group whose ground truth was not given.
+    """
+
+    def __init__(self, gt: dict | None = None, lvis_gt: dict | None = None, metrics: list[str] | None = None,
+                 params: EvalParams | None = None, gt_path=None, lvis_gt_path=None, cityscapes_gt_dir=None,
+                 cityscapes_split: str = "val"):
+        if gt is None and lvis_gt is None:
+            raise ValueError("give at least one ground truth: a COCO json (--gt) or an LVIS json (--lvis-gt)")
+        self.gt, self.lvis_gt = gt, lvis_gt
+        self.gt_path, self.lvis_gt_path = gt_path, lvis_gt_path
+        self.cityscapes_gt_dir, self.cityscapes_split = cityscapes_gt_dir, cityscapes_split
+        self.params = params or EvalParams()
+        allowed = available_groups(gt, lvis_gt, cityscapes_gt_dir)
+        metrics = list(metrics) if metrics else allowed
+        for m in metrics:
+            if m not in GROUPS:
+                raise ValueError(f"unknown metric group {m!r}; choose from {', '.join(GROUPS)}")
+            if m not in allowed:
+                need = {"ap_star": "--lvis-gt (a cocofied LVIS file)", "lvis": "--lvis-gt (a raw LVIS file)",
+                        "cityscapes": "--gt (Cityscapes-as-COCO json) and --cityscapes-gt-dir"}.get(m, "--gt (a COCO json)")
+                raise ValueError(f"metric group {m!r} needs {need}")
+        self.metrics = [g for g in GROUPS if g in metrics]
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget every processed detection."""
+        self._coco_results: list[dict] = []
+        self._lvis_results: list[dict] = []
+        self._n = 0
+
+    def process(self, results: list[dict], source=None, lvis_results: list[dict] | None = None) -> None:
+        """Validate and store a batch of COCO-format detections.
+
+        Each detection goes to every ground truth that holds its image (COCO val2017 and LVIS v0.5 val share
+        images). ``lvis_results``, if given, are used for the LVIS groups instead of ``results``.
+
+        Raises:
+            EvalInputError: see :func:`eval.io.validate_results`; a detection whose image is in no ground truth.
+        """
+        if not isinstance(results, list):
+            eio.validate_results(results, self.gt or self.lvis_gt, source)  # raises the not-a-list error
+        self._n += len(results)
+        uses_gt = any(g in self.metrics for g in COCO_GT_GROUPS + ("cityscapes",))
+        uses_lvis = any(g in self.metrics for g in ("ap_star", "lvis"))
+        split = lvis_results is None and uses_gt and uses_lvis
+        if split:
+            coco_part, lvis_part = self._route(results, source)
+        else:
+            coco_part = results if uses_gt else []
+            lvis_part = (lvis_results if lvis_results is not None else results) if uses_lvis else []
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", eio.EmptyResultsWarning)
+            if uses_gt and coco_part:
+                self._coco_results += eio.validate_results(coco_part, self.gt, source, gt_path=self.gt_path,
+                                                           keep_bbox=self.params.keep_bbox)
+            if uses_lvis and lvis_part:
+                cats = eio.COCO_CATEGORY_IDS if is_cocofied(self.lvis_gt) else None
+                self._lvis_results += eio.validate_results(lvis_part, self.lvis_gt, source, gt_path=self.lvis_gt_path,
+                                                           keep_bbox=self.params.keep_bbox, category_ids=cats)
+
+    def _route(self, results: list, source) -> tuple[list, list]:
+        """Split one results list between the COCO and the LVIS ground truth by image id."""
+        coco_imgs = {im["id"] for im in self.gt["images"]}
+        lvis_imgs = {im["id"] for im in self.lvis_gt["images"]}
+        coco_part, lvis_part, unknown = [], [], None
+        for i, r in enumerate(results):
+            img = r.get("image_id") if isinstance(r, dict) else None
+            if img in coco_imgs:
+                coco_part.append(r)
+            if img in lvis_imgs:
+                lvis_part.append(r)
+            if img not in coco_imgs and img not in lvis_imgs and unknown is None:
+                unknown = i
+        if unknown is not None:
+            if not (coco_part or lvis_part):  # nothing known anywhere: report it as a results file of another split
+                eio.validate_results(results, self.gt, source, gt_path=self.gt_path)
+            raise eio.EvalInputError(source, f"image_id {results[unknown].get('image_id')!r} is in neither ground truth",
+                                     "drop detections of images outside the evaluated split", f"results[{unknown}]")
+        return coco_part, lvis_part
+
+    def evaluate(self) -> EvalOutput:
+        """Score everything processed so far. Empty inputs give zeros and a warning, never a crash."""
+        out = EvalOutput(metrics={})
+        if self._n == 0 or (not self._coco_results and not self._lvis_results):
+            msg = "the results list is empty: every metric is reported as 0"
+            warnings.warn(msg, eio.EmptyResultsWarning, stacklevel=2)
+            out.warnings.append(msg)
+        empty = not self._coco_results and not self._lvis_results
+        with warnings.catch_warnings():
+            if empty:  # already warned once above; the per-group "nothing matched" warnings add nothing
+                warnings.simplefilter("ignore", RuntimeWarning)
+            self._evaluate_groups(out)
+        if self._n == 0:
+            for vals in out.metrics.values():
+                for k, v in vals.items():
+                    if isinstance(v, float) and math.isnan(v) and not k.startswith("num"):
+                        vals[k] = 0.0
+        return out
+
+    def _evaluate_groups(self, out: EvalOutput) -> None:
+        p = self.params
+        for g in self.metrics:
+            log.info("evaluating %s", g)
+            if g == "coco":
+                r = coco_mask_ap(self.gt, self._coco_results)
+                out.metrics[g] = {k: r["summary"][k] for k in AP_KEYS}
+                out.details[g] = r
+            elif g == "boundary_ap":
+                r = boundary_ap(self.gt, self._coco_results, dilation_ratio=p.boundary_dilation_ratio)
+                out.metrics[g] = {k: r["summary"][k] for k in AP_KEYS}
+                out.details[g] = r
+            elif g in ("ap_star", "lvis"):
+                r = lvis_ap(self.lvis_gt, self._lvis_results, max_dets=p.lvis_max_dets)
+                out.metrics[g] = {k: r["summary"][k] for k in LVIS_AP_KEYS}
+                out.details[g] = r
+            elif g == "boundary_f":
+                from .boundary_f import boundary_f
+
+                r = boundary_f(self.gt, self._coco_results, tolerances=p.boundary_f_tolerances,
+                               window=p.boundary_f_window, score_thr=p.score_thr)
+                rows = r.pop("per_instance")
+                keys = [f"F{n}px" for n in p.boundary_f_tolerances] + ["num_matched", "num_gt"]
+                out.metrics[g] = {k: r[k] for k in keys}
+                out.details[g] = r
+                _merge_rows(out.per_instance, [{k: v for k, v in row.items() if not k.startswith(("P_", "R_"))}
+                                               for row in rows])
+            elif g == "boundary_acc":
+                from .boundary_acc import boundary_accuracy
+
+                r = boundary_accuracy(self.gt, self._coco_results, d=p.boundary_acc_d, score_thr=p.score_thr)
+                rows = r.pop("per_instance", [])
+                out.metrics[g] = {"boundary": r["boundary"], "non_boundary": r["non_boundary"]}
+                out.details[g] = r
+                _merge_rows(out.per_instance, rows)
+            elif g == "cityscapes":
+                from .cityscapes import cityscapes_official_ap
+
+                r = cityscapes_official_ap(self.cityscapes_gt_dir, self.gt, self._coco_results,
+                                           split=self.cityscapes_split)
+                out.metrics[g] = {"AP": r["AP"], "AP50": r["AP50"]}
+                out.details[g] = r
+
+
+def _merge_rows(rows: list[dict], new: list[dict]) -> None:
+    """Merge per-instance rows keyed by ``gt_id`` (the first group's row order wins)."""
+    index = {r["gt_id"]: r for r in rows}
+    for r in new:
+        if r["gt_id"] in index:
+            index[r["gt_id"]].update(r)
+        else:
+            rows.append(dict(r))
+            index[r["gt_id"]] = rows[-1]

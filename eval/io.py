@@ -1,0 +1,330 @@
+"""Reading and validating the evaluator's inputs, and writing its outputs atomically.
+
+Inputs are the field's files: a COCO-format ground-truth json (``images``/``annotations``/``categories``),
+an LVIS-format ground truth (the cocofied LVIS v0.5 file for AP*, or a raw LVIS file), and a COCO results
+json (a list of ``{image_id, category_id, score, segmentation}`` with RLE or polygon masks).
+
+Every problem is reported as an :class:`EvalInputError` that names the file, the record and the fix, before
+any output is written. pycocotools and lvis-api silently mis-score several of these cases (eval-spec §1, §11:
+an RLE of the wrong size never matches, annotation id 0 reads as "unmatched"), which is why we refuse them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import math
+import os
+import tempfile
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from .masks import segm_to_rle
+
+log = logging.getLogger(__name__)
+
+RESULT_KEYS = ("image_id", "category_id", "score", "segmentation")
+
+#: the 80 COCO category ids (non-contiguous 1..90). AP* results may use any of them: LVISEval drops classes
+#: that are neither annotated nor negative in an image, so they are valid input even when the cocofied
+#: ground truth has no such category.
+COCO_CATEGORY_IDS = frozenset([
+    1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 27, 28, 31, 32, 33, 34,
+    35, 36, 37, 38, 39, 40, 41, 42, 43, 44, 46, 47, 48, 49, 50, 51, 52, 53, 54, 55, 56, 57, 58, 59, 60, 61, 62, 63,
+    64, 65, 67, 70, 72, 73, 74, 75, 76, 77, 78, 79, 80, 81, 82, 84, 85, 86, 87, 88, 89, 90])
+
+
+class EvalInputError(ValueError):
+    """A bad evaluator input: the message names the file, the record and how to fix it."""
+
+    def __init__(self, path: str | os.PathLike | None, problem: str, fix: str, record: str | None = None):
+        self.path = str(path) if path is not None else "<in-memory>"
+        self.record = record
+        self.problem = problem
+        self.fix = fix
+        where = f"{self.path}" + (f", {record}" if record else "")
+        super().__init__(f"{where}: {problem}. Fix: {fix}")
+
+
+class EmptyResultsWarning(UserWarning):
+    """The results list is empty: every metric is reported as 0 (pycocotools and lvis-api would raise)."""
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    """Hex sha256 of a file's bytes (for provenance)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def load_json(path: str | os.PathLike, what: str) -> Any:
+    """Read a json file, turning OS and parse errors into :class:`EvalInputError`.
+
+    Args:
+        path: the file.
+        what: what the file should be ("COCO ground truth", "results", ...), used in messages.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise EvalInputError(p, f"{what} file does not exist or is not a file", "check the path")
+    try:
+        with open(p, "rb") as f:
+            return json.load(f)
+    except UnicodeDecodeError as e:
+        raise EvalInputError(p, f"{what} file is not UTF-8 text ({e})", f"pass the {what} json file") from e
+    except json.JSONDecodeError as e:
+        raise EvalInputError(
+            p, f"{what} file is not valid json (line {e.lineno}, column {e.colno}: {e.msg})",
+            f"pass a json file; re-export it if it was truncated") from e
+    except OSError as e:
+        raise EvalInputError(p, f"cannot read {what} file ({e.strerror})", "check the file's permissions") from e
+
+
+# --------------------------------------------------------------------------------------------------
+# Ground truth
+
+
+def is_lvis_dataset(ds: dict) -> bool:
+    """True for LVIS-format ground truth (images carry ``neg_category_ids``/``not_exhaustive_category_ids``)."""
+    imgs = ds.get("images") or []
+    return bool(imgs) and all("neg_category_ids" in im and "not_exhaustive_category_ids" in im for im in imgs[:50])
+
+
+def _check_segmentation(segm: Any, h: int, w: int, path, record: str, kind: str) -> None:
+    """Validate a polygon list or RLE dict against the image size; raise EvalInputError otherwise."""
+    fix_poly = "polygons are lists of [x0, y0, x1, y1, ...] with at least 3 points (6 numbers), in pixels"
+    if isinstance(segm, list):
+        if len(segm) == 0:
+            raise EvalInputError(path, f"{kind} has an empty segmentation", "drop the record or give it a mask", record)
+        for k, poly in enumerate(segm):
+            if not isinstance(poly, list) or not all(isinstance(v, (int, float)) and math.isfinite(v) for v in poly):
+                raise EvalInputError(path, f"{kind} polygon {k} is not a flat list of finite numbers", fix_poly, record)
+            if len(poly) < 6 or len(poly) % 2:
+                raise EvalInputError(path, f"{kind} polygon {k} has {len(poly)} coordinates (needs an even count >= 6)",
+                                     fix_poly, record)
+        return
+    if isinstance(segm, dict):
+        size, counts = segm.get("size"), segm.get("counts")
+        if (not isinstance(size, (list, tuple)) or len(size) != 2) or counts is None:
+            raise EvalInputError(path, f"{kind} RLE needs 'size': [height, width] and 'counts'",
+                                 "encode masks with pycocotools.mask.encode at full image size", record)
+        if list(size) != [h, w]:
+            raise EvalInputError(
+                path, f"{kind} RLE size {list(size)} differs from the image size [{h}, {w}] "
+                f"(pycocotools would silently score IoU -1, i.e. never match)",
+                "paste masks back to the original image resolution before RLE encoding", record)
+        if isinstance(counts, list):
+            if sum(counts) != h * w:
+                raise EvalInputError(path, f"{kind} uncompressed RLE counts sum to {sum(counts)}, not {h}x{w}",
+                                     "re-encode the mask", record)
+        elif isinstance(counts, (str, bytes)):
+            if len(counts) == 0:
+                raise EvalInputError(path, f"{kind} has an empty RLE 'counts'", "re-encode the mask", record)
+        else:
+            raise EvalInputError(path, f"{kind} RLE 'counts' must be a string or a list of ints",
+                                 "re-encode the mask", record)
+        return
+    raise EvalInputError(path, f"{kind} segmentation must be a polygon list or an RLE dict, got {type(segm).__name__}",
+                         "write masks as COCO RLE or polygons", record)
+
+
+def validate_gt(ds: Any, path: str | os.PathLike | None = None, *, expect: str = "coco") -> dict:
+    """Validate a COCO- or LVIS-format ground-truth dict in place and return it.
+
+    Args:
+        ds: the parsed json.
+        path: its file (for messages).
+        expect: ``"coco"`` (a COCO instances file; LVIS files are refused) or ``"lvis"`` (an LVIS or cocofied
+            LVIS file; plain COCO files are refused).
+
+    Raises:
+        EvalInputError: wrong top-level type or format, missing keys, duplicate or zero annotation ids,
+            annotations without ``segmentation``, unknown image or category ids, bad masks.
+    """
+    if not isinstance(ds, dict) or not all(k in ds for k in ("images", "annotations", "categories")):
+        raise EvalInputError(path, "ground truth must be a json object with 'images', 'annotations' and 'categories'",
+                             "pass a COCO/LVIS instances file (a results list goes to --results)")
+    lvis = is_lvis_dataset(ds)
+    if expect == "coco" and lvis:
+        raise EvalInputError(path, "this is an LVIS-format file (images have neg_category_ids), passed as COCO ground truth",
+                             "pass it with --lvis-gt (for AP* make it with `rmbench cocofy-lvis` first)")
+    if expect == "lvis" and not lvis:
+        raise EvalInputError(path, "this is a COCO-format file (images lack neg_category_ids / not_exhaustive_category_ids), "
+                             "passed as LVIS ground truth", "pass it with --gt, and the cocofied LVIS file with --lvis-gt")
+    images = {}
+    for i, im in enumerate(ds["images"]):
+        if not isinstance(im, dict) or not all(k in im for k in ("id", "height", "width")):
+            raise EvalInputError(path, "image record lacks 'id', 'height' or 'width'", "add them", f"images[{i}]")
+        images[im["id"]] = im
+    cats = set()
+    for i, c in enumerate(ds["categories"]):
+        if not isinstance(c, dict) or "id" not in c:
+            raise EvalInputError(path, "category record lacks 'id'", "add it", f"categories[{i}]")
+        cats.add(c["id"])
+    seen: dict = {}
+    for i, a in enumerate(ds["annotations"]):
+        rec = f"annotations[{i}] (id {a.get('id') if isinstance(a, dict) else '?'})"
+        if not isinstance(a, dict):
+            raise EvalInputError(path, "annotation is not an object", "fix the record", rec)
+        for k in ("id", "image_id", "category_id", "area"):
+            if k not in a:
+                raise EvalInputError(path, f"annotation lacks '{k}'", f"add '{k}' to every annotation", rec)
+        if "segmentation" not in a:
+            raise EvalInputError(path, "annotation has no 'segmentation' (a box-only file cannot be scored for masks)",
+                                 "use an instances file with masks", rec)
+        if a["id"] in seen:
+            raise EvalInputError(path, f"duplicate annotation id {a['id']} (also annotations[{seen[a['id']]}])",
+                                 "give every annotation a unique id", rec)
+        if a["id"] == 0:
+            raise EvalInputError(path, "annotation id 0 (pycocotools and lvis-api use 0 to mean 'unmatched' and miscount it)",
+                                 "renumber annotation ids from 1", rec)
+        seen[a["id"]] = i
+        if a["image_id"] not in images:
+            raise EvalInputError(path, f"annotation refers to image_id {a['image_id']} that is not in 'images'",
+                                 "add the image record or drop the annotation", rec)
+        if a["category_id"] not in cats:
+            raise EvalInputError(path, f"annotation refers to category_id {a['category_id']} that is not in 'categories'",
+                                 "add the category or drop the annotation", rec)
+        im = images[a["image_id"]]
+        _check_segmentation(a["segmentation"], im["height"], im["width"], path, rec, "annotation")
+    return ds
+
+
+def load_gt(path: str | os.PathLike, expect: str = "coco") -> dict:
+    """Load and validate a ground-truth json (see :func:`validate_gt`)."""
+    return validate_gt(load_json(path, "LVIS ground truth" if expect == "lvis" else "COCO ground truth"), path,
+                       expect=expect)
+
+
+# --------------------------------------------------------------------------------------------------
+# Results
+
+
+def validate_results(results: Any, gt: dict, path: str | os.PathLike | None = None, *,
+                     gt_path: str | os.PathLike | None = None, keep_bbox: bool = False,
+                     category_ids: frozenset | set | None = None) -> list[dict]:
+    """Validate a COCO results list against its ground truth and return a normalised copy.
+
+    The copy has every ``segmentation`` as compressed RLE with ``str`` counts at full image size (polygons are
+    rasterised with pycocotools), and no ``bbox`` key unless ``keep_bbox`` (detection area then comes from the
+    mask, as in detectron2 and mmdet 3.x; eval-spec §11 item 1).
+
+    Args:
+        results: the parsed results json.
+        gt: the validated ground truth the results are scored against.
+        path, gt_path: files, for messages.
+        keep_bbox: keep ``bbox`` (RefineMask-compatible: APs/APm/APl then use box areas).
+        category_ids: the accepted category ids (default: the ground truth's; :data:`COCO_CATEGORY_IDS` for
+            COCO results scored against a cocofied LVIS file).
+
+    Raises:
+        EvalInputError: not a list, missing keys, unknown image_id (or none known: a results file for
+            another split), unknown category_id, NaN/negative/over-1 score, bad mask.
+
+    Warns:
+        EmptyResultsWarning: for an empty list (the metrics are then reported as 0).
+    """
+    if isinstance(results, dict):
+        hint = ("this looks like a ground-truth file; pass it with --gt/--lvis-gt"
+                if "annotations" in results else "write the detections as a json list")
+        raise EvalInputError(path, "results must be a json list of detections, got an object", hint)
+    if not isinstance(results, list):
+        raise EvalInputError(path, f"results must be a json list of detections, got {type(results).__name__}",
+                             "write the detections as a json list")
+    if not results:
+        warnings.warn(f"{path or '<results>'}: the results list is empty; every metric is reported as 0",
+                      EmptyResultsWarning, stacklevel=2)
+        return []
+    images = {im["id"]: im for im in gt["images"]}
+    cats = set(category_ids) if category_ids is not None else {c["id"] for c in gt["categories"]}
+    known = [r.get("image_id") in images for r in results if isinstance(r, dict)]
+    if known and not any(known):
+        ids = sorted({str(r.get("image_id")) for r in results[:5] if isinstance(r, dict)})
+        raise EvalInputError(path, f"none of the results' image ids ({', '.join(ids)}, ...) are in the ground truth "
+                             f"{gt_path or ''}; this results file is for another split or dataset",
+                             "evaluate it against the ground truth of the split it was predicted on")
+    out = []
+    for i, r in enumerate(results):
+        rec = f"results[{i}]"
+        if not isinstance(r, dict):
+            raise EvalInputError(path, "detection is not an object", "write {image_id, category_id, score, segmentation}", rec)
+        missing = [k for k in RESULT_KEYS if k not in r]
+        if missing:
+            raise EvalInputError(path, f"detection lacks {', '.join(repr(k) for k in missing)}",
+                                 "every detection needs image_id, category_id, score and segmentation", rec)
+        if r["image_id"] not in images:
+            raise EvalInputError(path, f"image_id {r['image_id']!r} is not in the ground truth {gt_path or ''}",
+                                 "drop detections of images outside the evaluated split", rec)
+        if r["category_id"] not in cats:
+            raise EvalInputError(path, f"category_id {r['category_id']!r} is not a ground-truth category",
+                                 "map contiguous model labels back to the dataset's category ids", rec)
+        s = r["score"]
+        if isinstance(s, bool) or not isinstance(s, (int, float)) or not math.isfinite(s) or s < 0 or s > 1:
+            raise EvalInputError(path, f"score {s!r} is not a probability in [0, 1]",
+                                 "write sigmoid/softmax probabilities, not logits", rec)
+        im = images[r["image_id"]]
+        _check_segmentation(r["segmentation"], im["height"], im["width"], path, rec, "detection")
+        rle = segm_to_rle(r["segmentation"], im["height"], im["width"])
+        counts = rle["counts"]
+        d = {"image_id": r["image_id"], "category_id": r["category_id"], "score": float(s),
+             "segmentation": {"size": [im["height"], im["width"]],
+                              "counts": counts.decode("ascii") if isinstance(counts, bytes) else counts}}
+        if keep_bbox and "bbox" in r:
+            d["bbox"] = r["bbox"]
+        out.append(d)
+    return out
+
+
+def load_results(path: str | os.PathLike, gt: dict, *, gt_path=None, keep_bbox: bool = False,
+                 category_ids=None) -> list[dict]:
+    """Load and validate a COCO results json (see :func:`validate_results`)."""
+    return validate_results(load_json(path, "results"), gt, path, gt_path=gt_path, keep_bbox=keep_bbox,
+                            category_ids=category_ids)
+
+
+# --------------------------------------------------------------------------------------------------
+# Outputs
+
+
+@contextlib.contextmanager
+def atomic_write(path: str | os.PathLike, mode: str = "w") -> Iterator[Any]:
+    """Open a temporary file beside ``path`` and rename it over ``path`` only if the block succeeds.
+
+    A crash or exception leaves no half-written file behind (and an existing file untouched).
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, mode, **({} if "b" in mode else {"encoding": "utf-8", "newline": ""})) as f:
+            yield f
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def write_json(path: str | os.PathLike, obj: Any) -> None:
+    """Write ``obj`` as indented json atomically (NaN is written as ``null``)."""
+    with atomic_write(path) as f:
+        json.dump(_nan_to_none(obj), f, indent=2, allow_nan=False)
+        f.write("\n")
+
+
+def _nan_to_none(obj: Any) -> Any:
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: _nan_to_none(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_nan_to_none(v) for v in obj]
+    if hasattr(obj, "item") and callable(obj.item):  # numpy scalars
+        return _nan_to_none(obj.item())
+    return obj

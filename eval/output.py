@@ -1,0 +1,144 @@
+"""Writing an evaluation: ``metrics.json`` (fractions + provenance), ``metrics.md`` (×100 table), per-instance CSV.
+
+Every file is written through :func:`eval.io.atomic_write`: a failure leaves no half-written output.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as _dt
+import importlib.metadata
+import math
+import os
+import platform
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from .io import atomic_write, sha256_file, write_json
+
+#: packages whose versions go into every provenance block
+TRACKED_PACKAGES = ("refinemask-bench", "numpy", "scipy", "pycocotools", "lvis", "faster-coco-eval",
+                    "cityscapesscripts", "opencv-python", "torch", "torchvision", "pandas", "matplotlib")
+
+#: keys that are counts, not fractions (rendered as integers, never ×100)
+COUNT_KEYS = {"num_matched", "num_gt", "num_skipped_degenerate_crop", "num_images", "num_instances"}
+
+
+def git_info(repo: str | os.PathLike | None = None) -> dict[str, Any]:
+    """The git commit of the source tree and whether it has uncommitted changes (None outside git)."""
+    repo = Path(repo or Path(__file__).resolve().parent.parent)
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True,
+                                timeout=10, check=True).stdout.strip()
+        dirty = bool(subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=repo,
+                                    capture_output=True, text=True, timeout=10).stdout.strip())
+        return {"commit": commit, "dirty": dirty}
+    except (OSError, subprocess.SubprocessError):
+        return {"commit": None, "dirty": None}
+
+
+def versions() -> dict[str, str | None]:
+    out: dict[str, str | None] = {"python": platform.python_version()}
+    for name in TRACKED_PACKAGES:
+        try:
+            out[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            out[name] = None
+    return out
+
+
+def provenance(inputs: dict[str, str | os.PathLike | None], params: dict[str, Any] | None = None,
+               command: list[str] | None = None, device: str | None = None) -> dict[str, Any]:
+    """The provenance block of a metrics.json: inputs with sha256, parameters, versions, git, host, time.
+
+    Args:
+        inputs: role -> file path (None entries are skipped).
+        params: the evaluation/run parameters.
+        command: the command line (default ``sys.argv``).
+        device: where the numbers were computed (default: this CPU).
+    """
+    files = {}
+    for role, path in inputs.items():
+        if path is None:
+            continue
+        p = Path(path)
+        files[role] = {"path": str(p), "sha256": sha256_file(p) if p.is_file() else None}
+    return {
+        "inputs": files,
+        "params": params or {},
+        "command": list(command if command is not None else sys.argv),
+        "git": git_info(),
+        "versions": versions(),
+        "device": device or f"cpu ({platform.machine()}, {os.cpu_count()} cores)",
+        "platform": platform.platform(),
+        "created_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def fmt_value(key: str, v: Any) -> str:
+    """Paper style: fractions ×100 with one decimal, counts as integers, undefined as '—'."""
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "—"
+    if key in COUNT_KEYS or isinstance(v, bool) or (isinstance(v, int) and key.startswith("num")):
+        return str(int(v))
+    if isinstance(v, (int, float)):
+        return f"{100.0 * v:.1f}"
+    return str(v)
+
+
+def metrics_markdown(metrics: dict[str, dict[str, Any]], title: str | None = None) -> str:
+    """One markdown table per metric group (values ×100, one decimal, as in the paper)."""
+    lines = [f"# {title}", ""] if title else []
+    for group, vals in metrics.items():
+        keys = list(vals)
+        lines.append(f"**{group}**")
+        lines.append("")
+        lines.append("| " + " | ".join(keys) + " |")
+        lines.append("|" + "|".join("---:" for _ in keys) + "|")
+        lines.append("| " + " | ".join(fmt_value(k, vals[k]) for k in keys) + " |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def write_csv(path: str | os.PathLike, rows: list[dict[str, Any]]) -> None:
+    """Write dict rows as CSV atomically (columns: union of keys in first-seen order)."""
+    cols: list[str] = []
+    for r in rows:
+        cols += [k for k in r if k not in cols]
+    with atomic_write(path) as f:
+        w = csv.DictWriter(f, fieldnames=cols or ["gt_id"])
+        w.writeheader()
+        for r in rows:
+            w.writerow({k: ("" if (isinstance(v, float) and math.isnan(v)) else v) for k, v in r.items()})
+
+
+def write_evaluation(out_dir: str | os.PathLike, metrics: dict, prov: dict, per_instance: list[dict],
+                     details: dict | None = None, title: str = "Evaluation") -> dict[str, Path]:
+    """Write ``metrics.json``, ``metrics.md`` and ``per_instance.csv`` under ``out_dir``; return their paths.
+
+    metrics.json = ``{group: {key: fraction}} + {"details": ..., "provenance": ...}``; NaN is written as null.
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {"json": out / "metrics.json", "md": out / "metrics.md", "csv": out / "per_instance.csv"}
+    doc = dict(metrics)
+    if details:
+        doc["details"] = _stringify_keys(details)
+    doc["provenance"] = prov
+    md = metrics_markdown(metrics, title)
+    # write everything to temporaries first, rename last, so a failure leaves no partial set
+    write_csv(paths["csv"], per_instance)
+    with atomic_write(paths["md"]) as f:
+        f.write(md + "\n")
+    write_json(paths["json"], doc)
+    return paths
+
+
+def _stringify_keys(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {str(k): _stringify_keys(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_stringify_keys(v) for v in obj]
+    return obj

@@ -1,0 +1,164 @@
+"""``rmbench``: the harness's command line.
+
+Subcommands (``rmbench <cmd> --help`` for each):
+
+- ``eval``         score a COCO results json with every metric group (metrics.json, metrics.md, per_instance.csv)
+- ``cocofy-lvis``  build the AP* ground truth from ``lvis_v0.5_val.json`` and the official COCO->LVIS mapping
+- ``cityscapes-to-coco``  convert Cityscapes gtFine instanceIds PNGs to the Cityscapes-as-COCO json
+- ``demo``         the main job on the bundled real COCO data (Table 12 study, mask-resolution ceiling, evaluation)
+
+Exit codes: 0 success, 2 bad input or usage (the message names the file, the record and the fix).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+log = logging.getLogger("rmbench")
+
+
+def _add_eval(sub) -> None:
+    p = sub.add_parser("eval", help="evaluate a COCO results json",
+                       description="Score COCO-format instance-segmentation results. At least one ground truth: "
+                       "`coco` and the boundary groups use --gt, `ap_star` (or `lvis`) uses --lvis-gt.")
+    p.add_argument("--gt", type=Path, help="COCO-format ground truth json (instances_val2017.json, Cityscapes-as-COCO)")
+    p.add_argument("--lvis-gt", type=Path, help="cocofied LVIS v0.5 json for AP* (rmbench cocofy-lvis), or a raw LVIS "
+                   "json for LVIS AP")
+    p.add_argument("--results", type=Path, required=True, help="COCO results json (RLE or polygon masks)")
+    p.add_argument("--lvis-results", type=Path, help="results for the LVIS groups if they differ from --results")
+    p.add_argument("--metrics", help="comma-separated groups: coco, ap_star, lvis, boundary_f, boundary_acc, "
+                   "boundary_ap, cityscapes (default: every group the inputs allow)")
+    p.add_argument("--out", type=Path, required=True, help="output folder (metrics.json, metrics.md, per_instance.csv)")
+    p.add_argument("--cityscapes-gt-dir", type=Path, help="Cityscapes gtFine folder (holding <split>/<city>/"
+                   "*_gtFine_instanceIds.png) for the official cityscapesscripts AP; --gt is then its Cityscapes-as-COCO json")
+    p.add_argument("--cityscapes-split", default="val", help="split folder under --cityscapes-gt-dir (default val)")
+    p.add_argument("--boundary-f-window", choices=("full", "crop"), default="full",
+                   help="F_npx on the full image (default) or the RefineMask tool's enlarged GT box")
+    p.add_argument("--boundary-acc-d", type=float, default=2.0, help="d̂ of the Fig. 1 boundary band, pixels")
+    p.add_argument("--score-thr", type=float, default=0.05, help="positive-prediction score for boundary F/accuracy")
+    p.add_argument("--keep-bbox", action="store_true", help="keep `bbox` in results: detection areas from boxes "
+                   "(RefineMask-compatible APs/APm/APl); default pops it as detectron2 and mmdet 3.x do")
+    p.set_defaults(func=cmd_eval)
+
+
+def cmd_eval(args) -> int:
+    from eval.evaluator import EvalParams, InstanceSegEvaluator
+    from eval.io import load_gt, load_json
+    from eval.output import metrics_markdown, provenance, write_evaluation
+
+    if args.gt is None and args.lvis_gt is None:
+        raise ValueError("give at least one ground truth: --gt (COCO json) and/or --lvis-gt (LVIS json)")
+    gt = load_gt(args.gt, "coco") if args.gt else None
+    lvis_gt = load_gt(args.lvis_gt, "lvis") if args.lvis_gt else None
+    params = EvalParams(boundary_f_window=args.boundary_f_window, boundary_acc_d=args.boundary_acc_d,
+                        score_thr=args.score_thr, keep_bbox=args.keep_bbox)
+    metrics = [m.strip() for m in args.metrics.split(",") if m.strip()] if args.metrics else None
+    ev = InstanceSegEvaluator(gt, lvis_gt, metrics, params, gt_path=args.gt, lvis_gt_path=args.lvis_gt,
+                              cityscapes_gt_dir=args.cityscapes_gt_dir, cityscapes_split=args.cityscapes_split)
+    results = load_json(args.results, "results")
+    lvis_results = load_json(args.lvis_results, "results") if args.lvis_results else None
+    ev.process(results, source=args.results, lvis_results=lvis_results)
+    out = ev.evaluate()
+    prov = provenance({"gt": args.gt, "lvis_gt": args.lvis_gt, "results": args.results,
+                       "lvis_results": args.lvis_results},
+                      params={**vars(params), "metrics": ev.metrics,
+                              "dt_area_source": "bbox" if args.keep_bbox else "mask"})
+    paths = write_evaluation(args.out, out.metrics, prov, out.per_instance, out.details,
+                             title=f"Evaluation of {args.results.name}")
+    print(metrics_markdown(out.metrics))
+    print(f"wrote {paths['json']}, {paths['md']}, {paths['csv']}")
+    return 0
+
+
+def _add_cocofy(sub) -> None:
+    p = sub.add_parser("cocofy-lvis", help="build the cocofied LVIS v0.5 file (AP* ground truth)",
+                       description="Reduce LVIS v0.5 annotations to the 80 COCO classes with the official mapping "
+                       "(detectron2 prepare_cocofied_lvis.py / RefineMask tools/cocofied_lvis.py).")
+    p.add_argument("input", type=Path, help="lvis_v0.5_val.json")
+    p.add_argument("output", type=Path, help="where to write lvis_v0.5_val_cocofied.json")
+    p.add_argument("--mapping", type=Path, default=None,
+                   help="coco_to_synset.json (default: the bundled copy from lvis-api)")
+    p.set_defaults(func=cmd_cocofy)
+
+
+def cmd_cocofy(args) -> int:
+    from eval.lvis_ap import cocofy_lvis_file
+
+    from .paths import bundled
+
+    mapping = args.mapping or bundled("lvis", "coco_to_synset.json")
+    s = cocofy_lvis_file(args.input, args.output, mapping)
+    print(f"wrote {args.output}: {s['images']} images, {s['annotations']} annotations, {s['categories']} categories")
+    return 0
+
+
+def _add_cityscapes(sub) -> None:
+    p = sub.add_parser("cityscapes-to-coco", help="convert Cityscapes gtFine instanceIds PNGs to Cityscapes-as-COCO json",
+                       description="One RLE per instance of the 8 evaluated classes, iscrowd = (id < 1000), area = pixel "
+                       "count (RefineMask/mmdet tools/convert_datasets/cityscapes.py).")
+    p.add_argument("gt_fine_dir", type=Path, help="the gtFine folder")
+    p.add_argument("output", type=Path, help="where to write the json")
+    p.add_argument("--split", default="val")
+    p.set_defaults(func=cmd_cityscapes)
+
+
+def cmd_cityscapes(args) -> int:
+    from eval.cityscapes import instance_ids_to_coco
+
+    ds = instance_ids_to_coco(args.gt_fine_dir, args.output, split=args.split)
+    print(f"wrote {args.output}: {len(ds['images'])} images, {len(ds['annotations'])} instances")
+    return 0
+
+
+def _add_demo(sub) -> None:
+    p = sub.add_parser("demo", help="the main job on the bundled real COCO data",
+                       description="Table 12 study, mask-resolution ceiling and a full evaluation of the bundled "
+                       "prediction files, written as markdown tables and PNG plots.")
+    p.add_argument("--out", type=Path, default=Path("runs/demo"), help="output folder (default runs/demo)")
+    p.set_defaults(func=cmd_demo)
+
+
+def cmd_demo(args) -> int:
+    from .demo import run_demo
+
+    run_demo(args.out)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="rmbench", description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="command")
+    for add in (_add_eval, _add_cocofy, _add_cityscapes, _add_demo):
+        add(sub)
+    _add_optional_commands(sub)
+    return parser
+
+
+def _add_optional_commands(sub) -> None:
+    """Subcommands contributed by the model side (train/infer/bench/models), when present."""
+    try:
+        from . import cli_models
+    except ImportError:
+        return
+    cli_models.add_commands(sub)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    try:
+        return int(args.func(args) or 0)
+    except (ValueError, FileNotFoundError) as e:  # EvalInputError is a ValueError
+        print(f"rmbench {args.command}: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -5,6 +5,7 @@ Subcommands (``rmbench <cmd> --help`` for each):
 - ``eval``         score a COCO results json with every metric group (metrics.json, metrics.md, per_instance.csv)
 - ``cocofy-lvis``  build the AP* ground truth from ``lvis_v0.5_val.json`` and the official COCO->LVIS mapping
 - ``cityscapes-to-coco``  convert Cityscapes gtFine instanceIds PNGs to the Cityscapes-as-COCO json
+- ``bench-eval``   time the whole metric suite against pycocotools-only AP on a COCO-val-sized input
 - ``demo``         the main job on the bundled real COCO data (Table 12 study, mask-resolution ceiling, evaluation)
 
 Exit codes: 0 success, 2 bad input or usage (the message names the file, the record and the fix).
@@ -113,6 +114,16 @@ def cmd_cityscapes(args) -> int:
     return 0
 
 
+def _add_bench_eval(sub) -> None:
+    from eval.benchmark import __doc__ as doc
+    from eval.benchmark import add_arguments, run
+
+    p = sub.add_parser("bench-eval", help="time the metric suite against pycocotools-only AP (COCO-val-sized input)",
+                       description=doc.split("\n\n")[0])
+    add_arguments(p)
+    p.set_defaults(func=run)
+
+
 def _add_demo(sub) -> None:
     p = sub.add_parser("demo", help="the main job on the bundled real COCO data",
                        description="Table 12 study, mask-resolution ceiling and a full evaluation of the bundled "
@@ -133,7 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True, metavar="command")
-    for add in (_add_eval, _add_cocofy, _add_cityscapes, _add_demo):
+    for add in (_add_eval, _add_cocofy, _add_cityscapes, _add_bench_eval, _add_demo):
         add(sub)
     _add_optional_commands(sub)
     return parser

@@ -35,8 +35,14 @@ def _pct(v) -> str:
     return fmt_value("x", v)
 
 
-def table12_markdown(study: dict) -> str:
-    """Render the Table 12 study (``eval.region_study.table12_study`` output) beside the paper."""
+def table12_markdown(comparison: dict) -> str:
+    """Render the Table 12 study beside the paper.
+
+    Args:
+        comparison: ``eval.region_study.compare_variants_to_paper`` output; the closest variant is the headline,
+            every variant's mean IoUs and distance to the paper follow.
+    """
+    study = comparison["studies"][comparison["closest"]]
     widths = list(study["widths"])
     header = ["output size", *[f"IoU, d = {w}" for w in widths], "paper"]
     rows = []
@@ -44,9 +50,18 @@ def table12_markdown(study: dict) -> str:
         by_w = study["mean_iou"][f"{s}x{s}"]
         rows.append([f"{s}×{s}", *[f"{by_w[f'd={w}']:.2f}" for w in widths],
                      f"{PAPER_TABLE12.get(int(s), float('nan')):.2f}"])
+    vheader = ["variant", *[f"{s}, d = {w}" for w in widths for s in study["sizes"]], "mean abs. diff. to paper"]
+    vrows = []
+    for name, score in comparison["ranking"]:
+        mi = comparison["studies"][name]["mean_iou"]
+        vrows.append([f"`{name}`", *[f"{mi[f'{s}x{s}'][f'd={w}']:.3f}" for w in widths for s in study["sizes"]],
+                      f"{score:.3f}"])
     return (f"## Table 12: IoU between boundary regions from two implementations\n\n"
-            f"{study.get('num_masks', '')} real COCO val2017 masks (bundled coco_mini), variant `{study['variant']}`. "
-            f"Distance definition = paper Eq. 1, convolution = appendix A.1.\n\n" + _md_table(header, rows) + "\n")
+            f"{study['num_masks']} real COCO val2017 masks (bundled coco_mini) cropped to their boxes and resized to "
+            f"S×S; distance definition = paper Eq. 1, convolution = appendix A.1. Headline variant "
+            f"`{study['variant']}` (the one closest to the paper; the paper states neither d nor the border "
+            f"rule).\n\n" + _md_table(header, rows) + "\n\nAll variants (see `eval/region_study.py`):\n\n"
+            + _md_table(vheader, vrows) + "\n")
 
 
 def ceiling_markdown(rows: list[dict]) -> str:
@@ -95,7 +110,7 @@ def plot_boundary_accuracy(values: dict[str, dict[str, float]], path: Path) -> N
 
     methods = list(values)
     x = np.arange(len(methods))
-    fig, ax = plt.subplots(figsize=(max(4.0, 1.6 * len(methods) + 2), 3.6), dpi=120)
+    fig, ax = plt.subplots(figsize=(max(5.5, 1.8 * len(methods) + 2), 4.0), dpi=120)
     b = [100 * values[m]["boundary"] for m in methods]
     n = [100 * values[m]["non_boundary"] for m in methods]
     ax.bar(x - 0.18, b, 0.36, label="boundary accuracy")
@@ -103,11 +118,11 @@ def plot_boundary_accuracy(values: dict[str, dict[str, float]], path: Path) -> N
     for xi, (bi, ni) in enumerate(zip(b, n)):
         ax.text(xi - 0.18, bi + 0.5, f"{bi:.1f}", ha="center", fontsize=8)
         ax.text(xi + 0.18, ni + 0.5, f"{ni:.1f}", ha="center", fontsize=8)
-    ax.set_xticks(x, methods)
-    ax.set_ylim(min(b + n) - 10 if min(b + n) > 10 else 0, 101)
+    ax.set_xticks(x, methods, fontsize=8)
+    ax.set_ylim(0, 112)
     ax.set_ylabel("pixel accuracy (%)")
-    ax.set_title("Boundary vs non-boundary accuracy (Fig. 1)")
-    ax.legend(loc="lower right")
+    ax.set_title("Boundary vs non-boundary accuracy (paper Fig. 1)", fontsize=10)
+    ax.legend(loc="upper center", ncol=2, fontsize=8, frameon=False)
     fig.tight_layout()
     with atomic_write(path, "wb") as f:
         fig.savefig(f, format="png")
@@ -121,7 +136,7 @@ def run_demo(out: str | Path) -> Path:
     from eval.io import atomic_write, load_gt, load_json, write_json
     from eval.lvis_ap import cocofy_lvis
     from eval.output import metrics_markdown, provenance, write_evaluation
-    from eval.region_study import table12_study
+    from eval.region_study import compare_variants_to_paper
 
     from .paths import bundled
 
@@ -141,8 +156,11 @@ def run_demo(out: str | Path) -> Path:
     steps.update()
 
     steps.set_postfix_str("Table 12 study")
-    study = table12_study(gt)
-    t12 = table12_markdown(study)
+    comparison = compare_variants_to_paper(gt)
+    t12 = table12_markdown(comparison)
+    write_json(out / "table12.json", {"closest": comparison["closest"], "ranking": comparison["ranking"],
+                                      "mean_iou": {k: v["mean_iou"] for k, v in comparison["studies"].items()},
+                                      "provenance": provenance({"gt": gt_path})})
     steps.update()
 
     steps.set_postfix_str("mask-resolution ceiling")
@@ -161,7 +179,15 @@ def run_demo(out: str | Path) -> Path:
                       params={**vars(ev.params), "metrics": ev.metrics})
     write_evaluation(out / "eval", res.metrics, prov, res.per_instance, res.details,
                      title="Evaluation of the bundled prediction set A")
-    plot_boundary_accuracy({"prediction set A": res.metrics["boundary_acc"]}, out / "boundary_accuracy.png")
+    from eval.boundary_acc import boundary_accuracy
+    from eval.ceiling import resampled_results
+
+    bars = {"prediction set A": res.metrics["boundary_acc"]}
+    for s in (28, 112):  # perfect mask heads of Mask R-CNN's and RefineMask's output sizes
+        bars[f"perfect {s}×{s} head"] = boundary_accuracy(gt, resampled_results(gt, s), d=ev.params.boundary_acc_d)
+    plot_boundary_accuracy(bars, out / "boundary_accuracy.png")
+    acc_md = _md_table(["method", "boundary acc.", "non-boundary acc."],
+                       [[m, _pct(v["boundary"]), _pct(v["non_boundary"])] for m, v in bars.items()])
     steps.update()
 
     steps.set_postfix_str("tables")
@@ -171,7 +197,9 @@ def run_demo(out: str | Path) -> Path:
         f"cocofied LVIS v0.5 ({len(lvis_gt['images'])} images, {len(lvis_gt['annotations'])} instances).", "",
         t12, ceil_md, "![ceiling](ceiling.png)", "",
         "## Evaluation of the bundled prediction set A (values ×100)", "",
-        metrics_markdown(res.metrics), "![boundary accuracy](boundary_accuracy.png)", "",
+        metrics_markdown(res.metrics),
+        f"## Boundary vs non-boundary accuracy (Fig. 1; d̂ = {ev.params.boundary_acc_d:g} px, values ×100)", "",
+        acc_md, "", "![boundary accuracy](boundary_accuracy.png)", "",
     ])
     with atomic_write(out / "README.md") as f:
         f.write(report)

@@ -1,0 +1,145 @@
+"""The mask-branch protocol (architecture.md "One mask-branch protocol", model-spec §9.1).
+
+The trunk (:class:`~refinemask.detection.roi_heads.RoIHeads`) computes features, samples positive RoIs
+(training) or final detections (inference) and hands them to a :class:`MaskBranch`. Mask R-CNN, PointRend and
+RefineMask differ only in the branch object; pooling (:mod:`.poolers`), targets (:func:`.masks.mask_targets`),
+pasting and the 0.5 threshold (:mod:`.masks`) are shared.
+
+A branch must implement :meth:`MaskBranch.forward`; the hooks :meth:`~MaskBranch.targets`,
+:meth:`~MaskBranch.loss`, :meth:`~MaskBranch.forward_train` and :meth:`~MaskBranch.predict` have defaults for a
+single-output head (Mask R-CNN's FCN) and are overridden by multi-stage heads:
+
+* RefineMask: ``forward_train`` (4 stage targets at 14/28/56/112 via ``mask_targets(size=S)``, semantic target
+  from ``gt_masks``, BAR loss) and ``predict`` (boundary-aware merge to 112×112).
+* PointRend: ``forward_train`` (point sampling on the coarse logits) and ``predict`` (subdivision to 224×224).
+
+Conventions: boxes are in *input* pixels (the resized, padded batch frame), one tensor per image; labels are
+contiguous foreground indices 0..C−1; features is the FPN dict (``"p2"``…``"p6"``).
+"""
+
+from __future__ import annotations
+
+import abc
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .masks import mask_targets
+
+__all__ = ["MaskBranch", "select_class_channel", "mask_bce_loss"]
+
+
+def select_class_channel(mask_logits: Tensor, labels: Tensor) -> Tensor:
+    """(N, C, S, S) logits → (N, S, S) channel ``labels[i]`` of row i; a 1-channel (class-agnostic) map → channel 0."""
+    if mask_logits.shape[1] == 1:
+        return mask_logits[:, 0]
+    idx = torch.arange(mask_logits.shape[0], device=mask_logits.device)
+    return mask_logits[idx, labels.to(mask_logits.device)]
+
+
+def mask_bce_loss(mask_logits: Tensor, targets: Tensor, labels: Tensor) -> Tensor:
+    """mmdet ``mask_cross_entropy``: BCE-with-logits on the GT-class channel, mean over N·S·S.
+
+    Args:
+        mask_logits: (N, C or 1, S, S). targets: (N, S, S) in [0, 1]. labels: (N,) int64 in [0, C).
+    Returns:
+        scalar; ``0 · Σ logits`` (keeps the graph, zero gradient) when N == 0.
+    """
+    if mask_logits.shape[0] == 0:
+        return mask_logits.sum() * 0.0
+    logits = select_class_channel(mask_logits, labels)
+    return F.binary_cross_entropy_with_logits(logits, targets.to(logits.dtype), reduction="mean")
+
+
+class MaskBranch(nn.Module, metaclass=abc.ABCMeta):
+    """Abstract mask branch (subclasses implement :meth:`forward`).
+
+    Attributes:
+        num_classes: C, the number of foreground classes.
+        mask_size: S of the logits returned by :meth:`forward` (and the default target size).
+        loss_weight: multiplies the default loss (1.0 for Mask R-CNN).
+    """
+
+    num_classes: int
+    mask_size: int
+    loss_weight: float = 1.0
+
+    @abc.abstractmethod
+    def forward(
+        self,
+        features: dict[str, Tensor],
+        image_shapes: Sequence[tuple[int, int]],
+        boxes: Sequence[Tensor],
+        labels: Sequence[Tensor],
+    ) -> Tensor:
+        """Per-RoI mask logits.
+
+        Args:
+            features: FPN maps ``"p2"``… (B, 256, H_l, W_l).
+            image_shapes: B × (h, w) of each image after resizing, before padding (pixels).
+            boxes: B tensors (K_i, 4) x1, y1, x2, y2 in input pixels.
+            labels: B tensors (K_i,) int64 class indices in [0, C) (GT class in training, predicted at test).
+        Returns:
+            (Σ K_i, C or 1, S, S) logits, rows in the order of ``torch.cat(boxes)``.
+        """
+        raise NotImplementedError
+
+    def targets(
+        self,
+        boxes: Sequence[Tensor],
+        gt_masks: Sequence[Tensor],
+        matched_idxs: Sequence[Tensor],
+        size: int | None = None,
+    ) -> Tensor:
+        """Binary mask targets (Σ K_i, S, S) for positive ``boxes`` (default S = ``self.mask_size``).
+
+        ``gt_masks[i]`` is (G_i, H, W) in the input pixel frame; ``matched_idxs[i]`` (K_i,) indexes it.
+        Delegates to :func:`~refinemask.detection.masks.mask_targets` (aligned RoIAlign, ≥ 0.5).
+        """
+        s = self.mask_size if size is None else size
+        out = [mask_targets(m, b, i, s) for m, b, i in zip(gt_masks, boxes, matched_idxs)]
+        if not out:
+            return torch.zeros((0, s, s))
+        return torch.cat(out, dim=0)
+
+    def loss(self, mask_logits: Tensor, targets: Tensor, labels: Tensor) -> dict[str, Tensor]:
+        """Default loss: ``{"loss_mask": loss_weight · mask_bce_loss(...)}``; labels is the concatenated (N,)."""
+        return {"loss_mask": self.loss_weight * mask_bce_loss(mask_logits, targets, labels)}
+
+    def forward_train(
+        self,
+        features: dict[str, Tensor],
+        image_shapes: Sequence[tuple[int, int]],
+        boxes: Sequence[Tensor],
+        labels: Sequence[Tensor],
+        gt_masks: Sequence[Tensor],
+        matched_idxs: Sequence[Tensor],
+    ) -> dict[str, Tensor]:
+        """Training entry point called by the RoI heads with the sampled positive RoIs.
+
+        Args: as :meth:`forward`, plus ``gt_masks`` (B tensors (G_i, H, W), all non-crowd GT masks of image i
+        in the padded input frame) and ``matched_idxs`` (B tensors (K_i,) into ``gt_masks[i]``).
+        Returns: dict of scalar losses (already weighted).
+        """
+        logits = self(features, image_shapes, boxes, labels)
+        tgt = self.targets(boxes, gt_masks, matched_idxs).to(logits.device)
+        return self.loss(logits, tgt, torch.cat(list(labels)) if labels else logits.new_zeros(0, dtype=torch.long))
+
+    @torch.no_grad()
+    def predict(
+        self,
+        features: dict[str, Tensor],
+        image_shapes: Sequence[tuple[int, int]],
+        boxes: Sequence[Tensor],
+        labels: Sequence[Tensor],
+    ) -> Tensor:
+        """Inference: (Σ K_i, S', S') foreground probabilities of the predicted class, ready for pasting.
+
+        Default: σ of the label channel of :meth:`forward`. Multi-stage heads override (merge/subdivision).
+        """
+        logits = self(features, image_shapes, boxes, labels)
+        if logits.shape[0] == 0:
+            return logits.new_zeros((0,) + tuple(logits.shape[-2:]))
+        return select_class_channel(logits, torch.cat(list(labels))).sigmoid()

@@ -1,0 +1,245 @@
+"""Box RoI head (mmdet ``StandardRoIHead`` + ``Shared2FCBBoxHead``) with a pluggable mask branch (model-spec §1.1, §9.1).
+
+Class layout is mmdet's: classification logits have C + 1 columns with **background last** (index C), box
+regression is class-specific with C·4 outputs (no background slot), labels everywhere are contiguous 0..C−1.
+
+Training (per image): assign proposals ∪ GT boxes with IoU 0.5 (``max_iou_assign``, GT rows assigned to
+themselves), sample 512 RoIs with 25 % positives, pool 7×7 (aligned RoIAlign, P2–P5), two FC 1024 layers,
+CE + L1 (or smooth-L1) losses normalised by the number of sampled RoIs; positives go to the mask branch.
+Inference: softmax, class-specific decode clipped to the image, score > thr, per-class NMS, top-k.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torchvision.models.detection._utils import BalancedPositiveNegativeSampler, BoxCoder
+from torchvision.ops import batched_nms, box_iou, clip_boxes_to_image
+
+from refinemask.config import BoxHeadConfig
+
+from .mask_branch import MaskBranch
+from .poolers import MultiLevelRoIAlign
+from .rpn import ASSIGN_NEGATIVE, max_iou_assign
+
+__all__ = ["BoxHeadConfig", "TwoFCBoxHead", "RoIHeads", "fast_rcnn_loss", "multiclass_nms"]
+
+
+class TwoFCBoxHead(nn.Module):
+    """mmdet ``Shared2FCBBoxHead``: flatten C·7·7 → FC 1024 → ReLU → FC 1024 → ReLU → cls (C+1) and reg (C·4).
+
+    Init: hidden FCs xavier-uniform, cls N(0, 0.01), reg N(0, 0.001), biases 0.
+    Forward: (K, C_in, S, S) → (cls_logits (K, num_classes + 1), box_deltas (K, num_classes · 4)).
+    """
+
+    def __init__(self, num_classes: int, in_channels: int = 256, roi_size: int = 7, fc_dim: int = 1024) -> None:
+        super().__init__()
+        self.num_classes = num_classes
+        self.fc6 = nn.Linear(in_channels * roi_size * roi_size, fc_dim)
+        self.fc7 = nn.Linear(fc_dim, fc_dim)
+        self.cls_score = nn.Linear(fc_dim, num_classes + 1)
+        self.bbox_pred = nn.Linear(fc_dim, num_classes * 4)
+        for fc in (self.fc6, self.fc7):
+            nn.init.xavier_uniform_(fc.weight)
+            nn.init.zeros_(fc.bias)
+        nn.init.normal_(self.cls_score.weight, std=0.01)
+        nn.init.normal_(self.bbox_pred.weight, std=0.001)
+        nn.init.zeros_(self.cls_score.bias)
+        nn.init.zeros_(self.bbox_pred.bias)
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        x = F.relu(self.fc6(x.flatten(1)))
+        x = F.relu(self.fc7(x))
+        return self.cls_score(x), self.bbox_pred(x)
+
+
+def fast_rcnn_loss(
+    cls_logits: Tensor,
+    box_deltas: Tensor,
+    labels: Tensor,
+    regression_targets: Tensor,
+    cfg: BoxHeadConfig,
+) -> dict[str, Tensor]:
+    """mmdet ``BBoxHead.loss``: CE over all sampled RoIs + L1/smooth-L1 on the GT-class deltas of positives.
+
+    Args:
+        cls_logits: (K, C + 1). box_deltas: (K, C·4). labels: (K,) int64 with background = C.
+        regression_targets: (K, 4) encoded with ``cfg.bbox_reg_weights`` (only positives are used).
+    Returns:
+        ``{"loss_cls", "loss_bbox"}`` (weighted); both are normalised by K (mmdet ``avg_factor``).
+    """
+    num_classes = box_deltas.shape[1] // 4
+    k = max(labels.numel(), 1)
+    loss_cls = F.cross_entropy(cls_logits, labels, reduction="sum") / k
+    pos = torch.nonzero(labels < num_classes).squeeze(1)
+    pred = box_deltas.view(-1, num_classes, 4)[pos, labels[pos]]
+    tgt = regression_targets[pos]
+    if cfg.loss_bbox == "l1":
+        loss_bbox = F.l1_loss(pred, tgt, reduction="sum") / k
+    elif cfg.loss_bbox == "smooth_l1":
+        loss_bbox = F.smooth_l1_loss(pred, tgt, beta=cfg.smooth_l1_beta, reduction="sum") / k
+    else:
+        raise ValueError(f"unknown box loss {cfg.loss_bbox!r}")
+    return {"loss_cls": cfg.loss_cls_weight * loss_cls, "loss_bbox": cfg.loss_bbox_weight * loss_bbox}
+
+
+def multiclass_nms(
+    boxes: Tensor, scores: Tensor, score_thresh: float, nms_thresh: float, max_dets: int
+) -> tuple[Tensor, Tensor, Tensor]:
+    """mmdet ``multiclass_nms``: keep (box, class) pairs with score > thr, NMS per class, top ``max_dets`` by score.
+
+    Args:
+        boxes: (K, C, 4) class-specific boxes. scores: (K, C) foreground probabilities.
+    Returns:
+        boxes (n, 4), scores (n,) sorted descending, labels (n,) int64 in [0, C), n ≤ max_dets.
+    """
+    k, c = scores.shape
+    labels = torch.arange(c, device=scores.device).expand(k, c)
+    boxes, scores, labels = boxes.reshape(-1, 4), scores.reshape(-1), labels.reshape(-1)
+    valid = scores > score_thresh
+    boxes, scores, labels = boxes[valid], scores[valid], labels[valid]
+    keep = batched_nms(boxes, scores, labels, nms_thresh)[:max_dets]
+    return boxes[keep], scores[keep], labels[keep]
+
+
+class RoIHeads(nn.Module):
+    """Box head + optional mask branch.
+
+    Args:
+        num_classes: C foreground classes.
+        box_pooler: 7×7 pooler (default ``MultiLevelRoIAlign(output_size=7)``).
+        box_head: default ``TwoFCBoxHead(num_classes)``.
+        mask_branch: a :class:`MaskBranch` or None (box-only detector).
+        cfg: :class:`BoxHeadConfig`.
+
+    Forward:
+        features: FPN dict; proposals: B tensors (K_i, 4) input pixels; image_sizes: B × (h, w) unpadded.
+        targets (training): B dicts ``boxes`` (G_i, 4) float, ``labels`` (G_i,) int64 in [0, C),
+        ``masks`` (G_i, H, W) uint8/bool in the padded input frame (needed when a mask branch is present).
+    Returns:
+        training: ``([], losses)`` with ``loss_cls``, ``loss_bbox`` and the branch's losses.
+        inference: (B dicts ``boxes`` (n, 4) input pixels, ``scores`` (n,), ``labels`` (n,), and
+        ``mask_probs`` (n, S, S) when a mask branch is present; ``{}``).
+    """
+
+    def __init__(
+        self,
+        num_classes: int,
+        box_pooler: nn.Module | None = None,
+        box_head: nn.Module | None = None,
+        mask_branch: MaskBranch | None = None,
+        cfg: BoxHeadConfig = BoxHeadConfig(),
+    ) -> None:
+        super().__init__()
+        self.num_classes = num_classes
+        self.box_pooler = box_pooler or MultiLevelRoIAlign(output_size=7)
+        self.box_head = box_head or TwoFCBoxHead(num_classes)
+        self.mask_branch = mask_branch
+        self.cfg = cfg
+        self.box_coder = BoxCoder(weights=cfg.bbox_reg_weights)
+        self.sampler = BalancedPositiveNegativeSampler(cfg.batch_size_per_image, cfg.positive_fraction)
+
+    # -- training --------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def select_training_samples(
+        self, proposals: Sequence[Tensor], targets: Sequence[dict[str, Tensor]]
+    ) -> tuple[list[Tensor], list[Tensor], list[Tensor], list[Tensor]]:
+        """Assign and sample RoIs (mmdet ``MaxIoUAssigner`` + ``RandomSampler``, GT added as proposals).
+
+        Returns per image: sampled boxes (K_i, 4), matched GT index (K_i,) (−1 for background),
+        labels (K_i,) with background = C, regression targets (K_i, 4).
+        """
+        cfg = self.cfg
+        out_boxes, out_matched, out_labels, out_reg = [], [], [], []
+        for props, t in zip(proposals, targets):
+            gt_boxes = t["boxes"].to(props)
+            gt_labels = t["labels"].to(device=props.device, dtype=torch.long)
+            g = gt_boxes.shape[0]
+            assigned = max_iou_assign(box_iou(gt_boxes, props), cfg.pos_iou_thr, cfg.neg_iou_thr, cfg.min_pos_iou)
+            if cfg.add_gt_as_proposals and g > 0:
+                props = torch.cat([gt_boxes, props], dim=0)
+                assigned = torch.cat([torch.arange(g, device=props.device), assigned])
+            lab = torch.full_like(assigned, -1, dtype=torch.float32)
+            lab[assigned == ASSIGN_NEGATIVE] = 0.0
+            lab[assigned >= 0] = 1.0
+            pos_mask, neg_mask = self.sampler([lab])
+            pos = torch.nonzero(pos_mask[0]).squeeze(1)
+            neg = torch.nonzero(neg_mask[0]).squeeze(1)
+            idx = torch.cat([pos, neg])
+            boxes = props[idx]
+            matched = assigned[idx].clone()
+            matched[pos.numel():] = -1
+            labels = torch.full((idx.numel(),), self.num_classes, dtype=torch.long, device=props.device)
+            labels[: pos.numel()] = gt_labels[matched[: pos.numel()]]
+            reg = torch.zeros_like(boxes)
+            if pos.numel() > 0:
+                reg[: pos.numel()] = self.box_coder.encode_single(gt_boxes[matched[: pos.numel()]], boxes[: pos.numel()])
+            out_boxes.append(boxes)
+            out_matched.append(matched)
+            out_labels.append(labels)
+            out_reg.append(reg)
+        return out_boxes, out_matched, out_labels, out_reg
+
+    def forward(
+        self,
+        features: dict[str, Tensor],
+        proposals: Sequence[Tensor],
+        image_sizes: Sequence[tuple[int, int]],
+        targets: Sequence[dict[str, Tensor]] | None = None,
+    ) -> tuple[list[dict[str, Tensor]], dict[str, Tensor]]:
+        if self.training:
+            if targets is None:
+                raise ValueError("RoIHeads: targets are required in training mode")
+            boxes, matched, labels, reg = self.select_training_samples(proposals, targets)
+            cls_logits, box_deltas = self.box_head(self.box_pooler(features, boxes))
+            losses = fast_rcnn_loss(cls_logits, box_deltas, torch.cat(labels), torch.cat(reg), self.cfg)
+            if self.mask_branch is not None:
+                if any("masks" not in t for t in targets):
+                    raise ValueError("RoIHeads: targets need 'masks' (G, H, W) when a mask branch is present")
+                pos = [m >= 0 for m in matched]
+                losses.update(
+                    self.mask_branch.forward_train(
+                        features,
+                        image_sizes,
+                        [b[p] for b, p in zip(boxes, pos)],
+                        [lab[p] for lab, p in zip(labels, pos)],
+                        [t["masks"] for t in targets],
+                        [m[p] for m, p in zip(matched, pos)],
+                    )
+                )
+            return [], losses
+
+        detections = self.detect(features, proposals, image_sizes)
+        if self.mask_branch is not None:
+            boxes = [d["boxes"] for d in detections]
+            labels = [d["labels"] for d in detections]
+            probs = self.mask_branch.predict(features, image_sizes, boxes, labels)
+            for d, p in zip(detections, probs.split([b.shape[0] for b in boxes])):
+                d["mask_probs"] = p
+        return detections, {}
+
+    # -- inference -------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def detect(
+        self, features: dict[str, Tensor], proposals: Sequence[Tensor], image_sizes: Sequence[tuple[int, int]]
+    ) -> list[dict[str, Tensor]]:
+        """Box inference in input pixels: ``[{"boxes", "scores", "labels"}]`` per image (mmdet ``simple_test_bboxes``)."""
+        cls_logits, box_deltas = self.box_head(self.box_pooler(features, proposals))
+        c = self.num_classes
+        probs = F.softmax(cls_logits, dim=-1)[:, :c]
+        results = []
+        for props, p, d, size in zip(
+            proposals,
+            probs.split([len(x) for x in proposals]),
+            box_deltas.split([len(x) for x in proposals]),
+            image_sizes,
+        ):
+            k = props.shape[0]
+            boxes = self.box_coder.decode_single(d.reshape(k * c, 4), props[:, None].expand(k, c, 4).reshape(-1, 4))
+            boxes = clip_boxes_to_image(boxes, tuple(size)).view(k, c, 4)
+            b, s, lab = multiclass_nms(boxes, p, self.cfg.score_thresh, self.cfg.nms_thresh, self.cfg.detections_per_img)
+            results.append({"boxes": b, "scores": s, "labels": lab})
+        return results

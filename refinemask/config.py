@@ -116,7 +116,12 @@ class Preset:
         backbone_style / norm / frozen_stages: see ``ResNetFPN`` (mmdet: pytorch, BN eval + trainable γ/β, 1).
         pretrained: ``"imagenet"`` = torchvision IMAGENET1K_V1 weights of ``backbone`` (mmdet
             ``torchvision://resnet50``); loaded by the caller with ``load_backbone_weights``.
-        mask_head: which mask branch (``"fcn"`` = Mask R-CNN; others added by their presets).
+        mask_head: which mask branch (``"fcn"`` = Mask R-CNN, ``"refinemask"``, ``"point_rend"``); a key of
+            ``refinemask.models.MASK_BRANCH_BUILDERS``.
+        mask_head_cfg: the branch's own frozen config dataclass (e.g. RefineMask's stages, fusion, BAR switches),
+            or None for the branch's defaults.
+        roi_head: ``"standard"`` (one box head + a mask branch) or ``"htc"`` (HTC's cascade replaces the RoI
+            heads as a whole); a key of ``refinemask.models.ROI_HEAD_BUILDERS``.
         mask_class_agnostic: one mask channel instead of C.
         schedule: :class:`Schedule`.
         train_scales / multiscale_mode: (long, short) candidates; ``"value"`` picks one, ``"range"`` draws
@@ -138,6 +143,8 @@ class Preset:
     frozen_stages: int = 1
     pretrained: str = "imagenet"
     mask_head: str = "fcn"
+    mask_head_cfg: object | None = None
+    roi_head: str = "standard"
     mask_class_agnostic: bool = False
     schedule: Schedule = SCHEDULE_1X
     train_scales: tuple[tuple[int, int], ...] = ((1333, 800),)
@@ -253,6 +260,17 @@ PRESETS: dict[str, Preset] = {
         ),
     )
 }
+
+
+# The other models' presets are plain data too, kept beside their owners' code and merged here so PRESETS
+# stays the one dict of names: RefineMask (Tables 1, 3-9, 11, 13) and the PointRend / HTC baselines (Tables 2, 8).
+from refinemask.presets_refinemask import REFINEMASK_PRESETS  # noqa: E402
+from refinemask.presets_baselines import BASELINE_PRESETS  # noqa: E402
+
+for _name, _preset in {**REFINEMASK_PRESETS, **BASELINE_PRESETS}.items():
+    if _name in PRESETS or _name != _preset.name:
+        raise RuntimeError(f"preset {_name!r} is defined twice or under another name")
+    PRESETS[_name] = _preset
 
 
 def get_preset(name: str) -> Preset:

@@ -23,7 +23,7 @@ from refinemask.detection import (
     load_backbone_weights,
 )
 
-__all__ = ["MASK_BRANCH_BUILDERS", "build_model", "list_presets", "count_parameters"]
+__all__ = ["MASK_BRANCH_BUILDERS", "ROI_HEAD_BUILDERS", "build_model", "list_presets", "count_parameters"]
 
 
 def _fcn_branch(p: Preset) -> MaskBranch:
@@ -32,9 +32,35 @@ def _fcn_branch(p: Preset) -> MaskBranch:
     return FCNMaskBranch(p.num_classes, class_agnostic=p.mask_class_agnostic)
 
 
-#: ``Preset.mask_head`` → builder. RefineMask / PointRend add their entries here.
+def _refinemask_branch(p: Preset) -> MaskBranch:
+    from refinemask.head import build_refinemask_branch
+
+    return build_refinemask_branch(p)
+
+
+def _point_rend_branch(p: Preset) -> MaskBranch:
+    from baselines.point_rend import build_point_rend_branch
+
+    return build_point_rend_branch(p)
+
+
+#: ``Preset.mask_head`` → builder of the mask branch (lazy imports: each lives with its model's code).
 MASK_BRANCH_BUILDERS: dict[str, Callable[[Preset], MaskBranch]] = {
     "fcn": _fcn_branch,
+    "refinemask": _refinemask_branch,
+    "point_rend": _point_rend_branch,
+}
+
+
+def _htc_roi_heads(p: Preset) -> nn.Module:
+    from baselines.htc import build_htc_roi_heads
+
+    return build_htc_roi_heads(p)
+
+
+#: ``Preset.roi_head`` → builder of RoI heads that replace the standard ``RoIHeads`` as a whole (HTC).
+ROI_HEAD_BUILDERS: dict[str, Callable[[Preset], nn.Module]] = {
+    "htc": _htc_roi_heads,
 }
 
 
@@ -54,11 +80,16 @@ def build_model(preset: str | Preset, *, backbone_weights: str | os.PathLike | N
         FileNotFoundError / ValueError: from ``load_backbone_weights``.
     """
     p = get_preset(preset) if isinstance(preset, str) else preset
-    if p.mask_head not in MASK_BRANCH_BUILDERS:
-        raise KeyError(f"preset {p.name!r}: unknown mask_head {p.mask_head!r}; known: {sorted(MASK_BRANCH_BUILDERS)}")
     backbone = ResNetFPN(p.backbone, norm=p.norm, frozen_stages=p.frozen_stages, style=p.backbone_style)
     rpn = RegionProposalNetwork(cfg=p.rpn)
-    roi_heads = RoIHeads(p.num_classes, mask_branch=MASK_BRANCH_BUILDERS[p.mask_head](p), cfg=p.roi)
+    if p.roi_head != "standard":
+        if p.roi_head not in ROI_HEAD_BUILDERS:
+            raise KeyError(f"preset {p.name!r}: unknown roi_head {p.roi_head!r}; known: standard, {sorted(ROI_HEAD_BUILDERS)}")
+        roi_heads = ROI_HEAD_BUILDERS[p.roi_head](p)
+    else:
+        if p.mask_head not in MASK_BRANCH_BUILDERS:
+            raise KeyError(f"preset {p.name!r}: unknown mask_head {p.mask_head!r}; known: {sorted(MASK_BRANCH_BUILDERS)}")
+        roi_heads = RoIHeads(p.num_classes, mask_branch=MASK_BRANCH_BUILDERS[p.mask_head](p), cfg=p.roi)
     transform = DetectionTransform(
         style=p.backbone_style,
         test_scale=p.test_scale,

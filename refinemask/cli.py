@@ -7,6 +7,9 @@ Subcommands (``rmbench <cmd> --help`` for each):
 - ``cityscapes-to-coco``  convert Cityscapes gtFine instanceIds PNGs to the Cityscapes-as-COCO json
 - ``bench-eval``   time the whole metric suite against pycocotools-only AP on a COCO-val-sized input
 - ``demo``         the main job on the bundled real COCO data (Table 12 study, mask-resolution ceiling, evaluation)
+- ``report``       render the paper's Tables 1–14 (and plots) from metrics.json files, beside the published numbers
+- ``regress``      compare metrics.json files with a baseline; exit 1 when a metric dropped or disappeared
+- ``reproduce``    run (or print with --dry-run) the train → infer → eval commands that fill a paper table
 
 Exit codes: 0 success, 2 bad input or usage (the message names the file, the record and the fix).
 """
@@ -139,12 +142,116 @@ def cmd_demo(args) -> int:
     return 0
 
 
+def _add_report(sub) -> None:
+    p = sub.add_parser("report", help="render the paper's tables from metrics.json files",
+                       description="Render paper table N in the paper's layout: our value beside the paper's with the "
+                       "difference (values ×100, one decimal). A row without a run shows '—' and the command that "
+                       "fills it. Runs are matched by the `run.preset` of their metrics.json, else their folder name.")
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument("--table", type=int, choices=range(1, 15), metavar="N", help="the paper's table number (1-14)")
+    which.add_argument("--all", action="store_true", help="write every table and an index into --out (a folder)")
+    p.add_argument("--runs", type=Path, nargs="*", default=[], metavar="PATH",
+                   help="metrics.json files, table12.json files, or folders searched for them")
+    p.add_argument("--format", choices=("md", "tex", "csv", "html"), default="md", help="output format (default md)")
+    p.add_argument("--out", type=Path, help="file for --table (default: print), folder for --all "
+                   "(default runs/tables)")
+    p.add_argument("--plots", action="store_true", help="with --all: also write the plots (PNG and SVG) to OUT/plots")
+    p.add_argument("--data-root", default="data", help="data root shown in the commands of missing rows")
+    p.add_argument("--work-dir", default="runs/reproduce", help="work dir shown in the commands of missing rows")
+    p.add_argument("--table12-variant", help="Table 12 border conventions (default: the one closest to the paper)")
+    p.add_argument("--table12-d", type=int, default=1, help="Table 12 boundary width d, pixels (default 1)")
+    p.set_defaults(func=cmd_report)
+
+
+def cmd_report(args) -> int:
+    from reports.tables import collect_runs, render_all, render_table, write_text
+
+    runs = collect_runs(args.runs)
+    kw = {"data_root": args.data_root, "work_dir": args.work_dir, "table12_variant": args.table12_variant,
+          "table12_d": args.table12_d}
+    if args.all:
+        out = args.out or Path("runs/tables")
+        summary = render_all(runs, out, args.format, **kw)
+        for n, s in summary.items():
+            print(f"Table {n:2d}: {s['filled']:2d} / {s['total']:2d} rows filled  {s['path']}")
+        if args.plots:
+            from eval.io import load_json
+            from reports.plots import plots_from_runs
+
+            ceilings = [f for r in args.runs if r.is_dir() for f in sorted(r.rglob("ceiling.json"))]
+            rows = load_json(ceilings[0], "ceiling.json")["rows"] if ceilings else None
+            for path in plots_from_runs(runs, out / "plots", rows):
+                print(f"wrote {path}")
+        return 0
+    text = render_table(args.table, runs, args.format, **kw)
+    if args.out:
+        print(f"wrote {write_text(args.out, text)}")
+    else:
+        print(text, end="")
+    return 0
+
+
+def _add_regress(sub) -> None:
+    p = sub.add_parser("regress", help="fail when metrics dropped against a baseline metrics.json",
+                       description="Compare every metric of a current metrics.json (or folder of them) with a "
+                       "baseline: a drop beyond tolerance, a changed count, or a disappeared metric fails; new metrics "
+                       "are listed. See reports/regress.py.", epilog="Exit codes: 0 ok, 1 regression, 2 bad input.")
+    p.add_argument("--baseline", type=Path, required=True, help="baseline metrics.json, or a folder of them")
+    p.add_argument("--current", type=Path, required=True, help="current metrics.json, or a folder of them")
+    p.add_argument("--tolerance", action="append", default=[], metavar="SPEC",
+                   help="default absolute tolerance (0.002), or per metric: coco.AP=0.001, 'boundary_f.*=0.005', "
+                   "speed.fps=5%% (repeatable; the last matching spec wins)")
+    p.add_argument("--fail-on", choices=("drop", "change"), default="drop",
+                   help="drop (default): only metrics that got worse fail; change: any change beyond tolerance fails")
+    p.add_argument("--show", choices=("changes", "all"), default="changes", help="rows to print (default changes)")
+    p.add_argument("--out", type=Path, help="also write the report (markdown) to this file")
+    p.set_defaults(func=cmd_regress)
+
+
+def cmd_regress(args) -> int:
+    from reports.regress import regress
+
+    code, text = regress(args.baseline, args.current, args.tolerance, args.fail_on, args.show, args.out)
+    print(text, end="", file=sys.stderr if code == 2 else sys.stdout)
+    return code
+
+
+def _add_reproduce(sub) -> None:
+    p = sub.add_parser("reproduce", help="run (or print) what fills a paper table, then render it",
+                       description="For every row of the table that the data allows: rmbench train → infer → eval "
+                       "(torchrun when --gpus > 1), skipping rows whose metrics.json exists, then render the table.")
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument("--table", type=int, choices=range(1, 15), metavar="N", help="the paper's table number (1-14)")
+    which.add_argument("--all", action="store_true", help="every table")
+    p.add_argument("--data-root", required=True, help="folder with coco/ (or coco_mini/), lvis/, cityscapes/")
+    p.add_argument("--work-dir", required=True, help="runs go to WORK_DIR/<preset>/")
+    p.add_argument("--gpus", type=int, default=1, help="processes per node for train and infer (torchrun if > 1)")
+    p.add_argument("--preset", help="only the row of this preset")
+    p.add_argument("--dry-run", action="store_true", help="print the plan, run nothing")
+    p.set_defaults(func=cmd_reproduce)
+
+
+def cmd_reproduce(args) -> int:
+    from reports.reproduce import reproduce
+
+    tables = list(range(1, 15)) if args.all else [args.table]
+    try:
+        text = reproduce(tables, args.data_root, args.work_dir, args.gpus, args.dry_run, args.preset)
+    except RuntimeError as e:
+        print(f"rmbench reproduce: error: {e}", file=sys.stderr)
+        return 1
+    if args.dry_run:
+        print(text, end="")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="rmbench", description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True, metavar="command")
-    for add in (_add_eval, _add_cocofy, _add_cityscapes, _add_bench_eval, _add_demo):
+    for add in (_add_eval, _add_cocofy, _add_cityscapes, _add_bench_eval, _add_demo, _add_report, _add_regress,
+                _add_reproduce):
         add(sub)
     _add_optional_commands(sub)
     return parser

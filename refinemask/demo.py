@@ -206,6 +206,16 @@ def run_demo(out: str | Path) -> Path:
     steps.update()
     steps.close()
     print(report)
+
+    # the paper's tables (reports/): those the demo fills (Table 12) beside the paper; the others list their commands
+    from reports.plots import demo_plots
+    from reports.tables import render_all, render_table
+
+    summary = render_all([out], out / "tables")
+    demo_plots(out, out / "plots")
+    for n, s in summary.items():
+        if s["filled"]:
+            print("\n" + render_table(n, [out]))
     print(f"\nrmbench demo: wrote tables and plots to {out.resolve()} in {time.time() - t0:.0f} s "
-          f"(README.md, ceiling.png, boundary_accuracy.png, eval/metrics.json)")
+          f"(README.md, ceiling.png, boundary_accuracy.png, eval/metrics.json, tables/index.md, plots/)")
     return out

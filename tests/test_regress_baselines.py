@@ -1,0 +1,83 @@
+"""CI metric guard: recompute what each committed baseline in ``reports/baselines/`` holds and regress against it.
+
+Zero tolerance except full-precision noise (1e-12), in both directions (``fail_on="change"``): any change to a
+metric's value, a count, a metric that disappears or becomes undefined fails ``make test``. To change a baseline
+on purpose, see README.md "Reports" → "Updating a baseline on purpose".
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from pathlib import Path
+
+import pytest
+
+from eval.evaluator import EvalParams, InstanceSegEvaluator
+from eval.io import load_gt, load_json, write_json
+from eval.lvis_ap import cocofy_lvis
+from eval.output import provenance, write_evaluation
+from refinemask.paths import bundled
+from reports.regress import regress
+
+ROOT = Path(__file__).resolve().parent.parent
+BASELINES = ROOT / "reports" / "baselines"
+NOISE = "1e-12"
+HOW_TO_UPDATE = ("\nIf this change is intended: rmbench demo --out runs/demo && cp runs/demo/eval/metrics.json "
+                 "reports/baselines/demo_eval_metrics.json, and say why in the commit message (README: Reports).")
+
+
+def demo_evaluation(out: Path) -> Path:
+    """Step 4 of ``rmbench demo`` (refinemask/demo.py): the bundled prediction set A with every metric group.
+
+    Same inputs (bundled COCO val GT, cocofied LVIS v0.5 100-image file, preds_A / preds_A_lvis) and the default
+    :class:`EvalParams`; returns the written metrics.json.
+    """
+    gt_path = bundled("coco_mini", "annotations", "instances_val2017.json")
+    gt = load_gt(gt_path)
+    cocofied = out / "lvis_val_100_cocofied.json"
+    write_json(cocofied, cocofy_lvis(load_json(bundled("lvis", "lvis_val_100.json"), "LVIS"),
+                                     load_json(bundled("lvis", "coco_to_synset.json"), "mapping")))
+    lvis_gt = load_gt(cocofied, "lvis")
+    preds, preds_lvis = bundled("golden", "preds_A.json"), bundled("golden", "preds_A_lvis.json")
+    ev = InstanceSegEvaluator(gt, lvis_gt, params=EvalParams(), gt_path=gt_path, lvis_gt_path=cocofied)
+    ev.process(load_json(preds, "results"), source=preds, lvis_results=load_json(preds_lvis, "results"))
+    res = ev.evaluate()
+    prov = provenance({"gt": gt_path, "lvis_gt": cocofied, "results": preds, "lvis_results": preds_lvis},
+                      params={**vars(ev.params), "metrics": ev.metrics})
+    return write_evaluation(out / "eval", res.metrics, prov, res.per_instance, res.details)["json"]
+
+
+#: baseline file -> (the function that recomputes it into a folder and returns its metrics.json, tolerance specs,
+#: fail_on). The evaluator is exact, hence 1e-12 both ways. A training baseline (the tiny overfit run,
+#: refinemask.engine.overfit.run_overfit) goes here too, with the tolerance its CPU non-determinism needs.
+PRODUCERS = {"demo_eval_metrics.json": (demo_evaluation, [NOISE], "change")}
+
+
+def test_every_baseline_has_a_producer():
+    files = sorted(p.name for p in BASELINES.glob("*.json"))
+    assert "demo_eval_metrics.json" in files
+    assert set(files) <= set(PRODUCERS), f"baselines without a check in PRODUCERS: {set(files) - set(PRODUCERS)}"
+
+
+def test_demo_baseline_was_made_with_the_demo_parameters():
+    """The committed baseline came from the evaluation this test recomputes (same parameters and inputs)."""
+    doc = json.loads((BASELINES / "demo_eval_metrics.json").read_text())
+    params = doc["provenance"]["params"]
+    expected = json.loads(json.dumps(asdict(EvalParams())))
+    assert {k: params[k] for k in expected} == expected, HOW_TO_UPDATE
+    assert params["metrics"] == ["coco", "ap_star", "boundary_f", "boundary_acc", "boundary_ap"]
+    inputs = doc["provenance"]["inputs"]
+    for role, name in (("gt", ("coco_mini", "annotations", "instances_val2017.json")),
+                       ("results", ("golden", "preds_A.json")), ("lvis_results", ("golden", "preds_A_lvis.json"))):
+        from eval.io import sha256_file
+
+        assert inputs[role]["sha256"] == sha256_file(bundled(*name)), f"bundled {role} changed" + HOW_TO_UPDATE
+
+
+@pytest.mark.parametrize("name", sorted(PRODUCERS))
+def test_metrics_equal_the_committed_baseline(name, tmp_path):
+    produce, tolerances, fail_on = PRODUCERS[name]
+    current = produce(tmp_path)
+    code, text = regress(BASELINES / name, current, tolerances, fail_on=fail_on, show="changes")
+    assert code == 0, text + HOW_TO_UPDATE

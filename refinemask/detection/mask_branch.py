@@ -60,11 +60,14 @@ class MaskBranch(nn.Module, metaclass=abc.ABCMeta):
         num_classes: C, the number of foreground classes.
         mask_size: S of the logits returned by :meth:`forward` (and the default target size).
         loss_weight: multiplies the default loss (1.0 for Mask R-CNN).
+        train_on_pred_boxes: True → the RoI heads hand :meth:`forward_train` the positives regressed by the box
+            head (GT-class deltas, detached, clipped; detectron2 ``TRAIN_ON_PRED_BOXES``) instead of the proposals.
     """
 
     num_classes: int
     mask_size: int
     loss_weight: float = 1.0
+    train_on_pred_boxes: bool = False
 
     @abc.abstractmethod
     def forward(

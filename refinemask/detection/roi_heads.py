@@ -25,7 +25,7 @@ from .mask_branch import MaskBranch
 from .poolers import MultiLevelRoIAlign
 from .rpn import ASSIGN_NEGATIVE, max_iou_assign
 
-__all__ = ["BoxHeadConfig", "TwoFCBoxHead", "RoIHeads", "fast_rcnn_loss", "multiclass_nms"]
+__all__ = ["BoxHeadConfig", "TwoFCBoxHead", "RoIHeads", "fast_rcnn_loss", "multiclass_nms", "topk_detections"]
 
 
 class TwoFCBoxHead(nn.Module):
@@ -105,6 +105,19 @@ def multiclass_nms(
     return boxes[keep], scores[keep], labels[keep]
 
 
+def topk_detections(boxes: Tensor, scores: Tensor, n: int) -> tuple[Tensor, Tensor, Tensor]:
+    """The ``n`` highest-scoring (box, class) pairs, no threshold and no NMS (benchmark hook ``fixed_dets``).
+
+    Args:
+        boxes: (K, C, 4) class-specific boxes. scores: (K, C) foreground probabilities.
+    Returns:
+        boxes (m, 4), scores (m,) descending, labels (m,) int64 in [0, C); m = min(n, K·C).
+    """
+    c = scores.shape[1]
+    top, idx = scores.reshape(-1).topk(min(int(n), scores.numel()))
+    return boxes.reshape(-1, 4)[idx], top, idx % c
+
+
 class RoIHeads(nn.Module):
     """Box head + optional mask branch.
 
@@ -124,6 +137,12 @@ class RoIHeads(nn.Module):
         inference: (B dicts ``boxes`` (n, 4) input pixels, ``scores`` (n,), ``labels`` (n,), and
         ``mask_probs`` (n, S, S) when a mask branch is present; ``{}``).
     """
+
+    #: Benchmark hook (``rmbench bench --fixed-dets N``): when an int, inference skips the score threshold and
+    #: the per-class NMS and keeps the N highest-scoring (proposal, class) pairs of each image
+    #: (:func:`topk_detections`), so that randomly initialised models feed exactly N boxes to the mask branch.
+    #: None (the default) is normal inference. Other RoI heads (HTC) honour the same attribute.
+    fixed_dets: int | None = None
 
     def __init__(
         self,
@@ -200,11 +219,15 @@ class RoIHeads(nn.Module):
                 if any("masks" not in t for t in targets):
                     raise ValueError("RoIHeads: targets need 'masks' (G, H, W) when a mask branch is present")
                 pos = [m >= 0 for m in matched]
+                pos_boxes = [b[p] for b, p in zip(boxes, pos)]
+                if getattr(self.mask_branch, "train_on_pred_boxes", False):
+                    pos_boxes = self.regress_positives(box_deltas, pos_boxes, [lab[p] for lab, p in zip(labels, pos)],
+                                                       [b.shape[0] for b in boxes], pos, image_sizes)
                 losses.update(
                     self.mask_branch.forward_train(
                         features,
                         image_sizes,
-                        [b[p] for b, p in zip(boxes, pos)],
+                        pos_boxes,
                         [lab[p] for lab, p in zip(labels, pos)],
                         [t["masks"] for t in targets],
                         [m[p] for m, p in zip(matched, pos)],
@@ -220,6 +243,31 @@ class RoIHeads(nn.Module):
             for d, p in zip(detections, probs.split([b.shape[0] for b in boxes])):
                 d["mask_probs"] = p
         return detections, {}
+
+    @torch.no_grad()
+    def regress_positives(
+        self,
+        box_deltas: Tensor,
+        pos_boxes: Sequence[Tensor],
+        pos_labels: Sequence[Tensor],
+        num_per_image: Sequence[int],
+        pos: Sequence[Tensor],
+        image_sizes: Sequence[tuple[int, int]],
+    ) -> list[Tensor]:
+        """detectron2 ``TRAIN_ON_PRED_BOXES``: positives regressed by their GT-class deltas (detached), clipped.
+
+        Used when the mask branch sets ``train_on_pred_boxes`` (PointRend's detectron2 variant). Args: the box
+        head's deltas (Σ K_i, C·4) for all sampled RoIs, the positive boxes/labels per image, K_i per image, the
+        positive masks (K_i,) and the image sizes. Returns: per image (P_i, 4) boxes in input pixels.
+        """
+        out = []
+        c = max(box_deltas.shape[1] // 4, 1)
+        for d, b, lab, p, size in zip(box_deltas.detach().split(list(num_per_image)), pos_boxes, pos_labels, pos,
+                                      image_sizes):
+            d = d[p].view(-1, c, 4)
+            d = d[torch.arange(d.shape[0], device=d.device), lab.clamp(max=c - 1)] if c > 1 else d[:, 0]
+            out.append(clip_boxes_to_image(self.box_coder.decode_single(d, b), tuple(size)))
+        return out
 
     # -- inference -------------------------------------------------------------------------------------
     @torch.no_grad()
@@ -240,6 +288,10 @@ class RoIHeads(nn.Module):
             k = props.shape[0]
             boxes = self.box_coder.decode_single(d.reshape(k * c, 4), props[:, None].expand(k, c, 4).reshape(-1, 4))
             boxes = clip_boxes_to_image(boxes, tuple(size)).view(k, c, 4)
-            b, s, lab = multiclass_nms(boxes, p, self.cfg.score_thresh, self.cfg.nms_thresh, self.cfg.detections_per_img)
+            if self.fixed_dets is not None:
+                b, s, lab = topk_detections(boxes, p, self.fixed_dets)
+            else:
+                b, s, lab = multiclass_nms(boxes, p, self.cfg.score_thresh, self.cfg.nms_thresh,
+                                           self.cfg.detections_per_img)
             results.append({"boxes": b, "scores": s, "labels": lab})
         return results

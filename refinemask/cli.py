@@ -132,13 +132,15 @@ def _add_demo(sub) -> None:
                        description="Table 12 study, mask-resolution ceiling and a full evaluation of the bundled "
                        "prediction files, written as markdown tables and PNG plots.")
     p.add_argument("--out", type=Path, default=Path("runs/demo"), help="output folder (default runs/demo)")
+    p.add_argument("--no-train", action="store_true", help="skip the short Mask R-CNN training run (~1 min)")
+    p.add_argument("--overfit-iters", type=int, default=30, help="iterations of the short training run")
     p.set_defaults(func=cmd_demo)
 
 
 def cmd_demo(args) -> int:
     from .demo import run_demo
 
-    run_demo(args.out)
+    run_demo(args.out, train=not args.no_train, overfit_iters=args.overfit_iters)
     return 0
 
 

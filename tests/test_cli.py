@@ -141,7 +141,7 @@ def test_cityscapes_cli(scene, tmp_path):  # noqa: F811
 def test_demo_writes_tables_and_plots(tmp_path, golden):
     from refinemask.demo import run_demo
 
-    out = run_demo(tmp_path / "demo")
+    out = run_demo(tmp_path / "demo", train=False)  # the training step is tested by test_overfit.py
     for name in ("README.md", "ceiling.png", "boundary_accuracy.png", "ceiling.json", "eval/metrics.json"):
         assert (out / name).is_file() and (out / name).stat().st_size > 0, name
     readme = (out / "README.md").read_text()
@@ -161,3 +161,11 @@ def test_demo_writes_tables_and_plots(tmp_path, golden):
     assert aps == sorted(aps) and aps[-1] == pytest.approx(1.0, abs=1e-12) and aps[0] < 0.95
     f1 = [r["F1px"] for r in rows]
     assert f1 == sorted(f1) and f1[0] < 0.9
+
+
+def test_demo_overfit_table():
+    from refinemask.demo import overfit_markdown
+
+    md = overfit_markdown({"preset": "mask_rcnn_r50_fpn_1x_coco", "iters": 30, "AP": 0.6543, "AP50": 1.0,
+                           "F1px": 0.2049, "total_time_s": 41.2})
+    assert "| mask_rcnn_r50_fpn_1x_coco | 30 | 65.4 | 100.0 | 20.5 | 41 |" in md

@@ -100,7 +100,8 @@ def test_real_tiny_cpu_run_json(capsys, tmp_path):
     same run: checks the JSON, not speed."""
     out = tmp_path / "bench.json"
     rc = bench.main(["--preset", "mask_rcnn_r50_fpn_1x_coco", "--device", "cpu", "--images", "2", "--warmup", "1",
-                     "--fixed-dets", "10", "--scale", "320,192", "--compare", "torchvision", "--json",
+                     "--fixed-dets", "10", "--scale", "320,192", "--compare",
+                     "torchvision,refinemask_r50_fpn_1x_coco", "--json",
                      "--out", str(out)])
     assert rc == 0
     obj = json.loads(capsys.readouterr().out)
@@ -114,6 +115,9 @@ def test_real_tiny_cpu_run_json(capsys, tmp_path):
     assert json.loads(out.read_text())["fps"] == obj["fps"]
     tv = obj["compare"]["torchvision"]  # timed in the same run, same images, scale and fixed detections
     assert tv["fps"] > 0 and tv["dets_per_image_mean"] == 10 and tv["test_scale"] == [320, 192]
+    rm = obj["compare"]["refinemask_r50_fpn_1x_coco"]  # our other preset, same load: latency ratio to --preset
+    assert rm["dets_per_image_mean"] == 10 and rm["test_scale"] == [320, 192]
+    assert rm["latency_ratio"] == pytest.approx(rm["latency_ms_mean"] / obj["latency_ms_mean"])
 
 
 def test_bad_arguments_exit_2(capsys):

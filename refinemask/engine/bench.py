@@ -12,7 +12,9 @@ copying the results to the host. fps = timed images / Σ their times; latency p5
 (proposal, class) pairs, so a randomly initialised model (near-uniform scores, nothing above 0.05) still sends N
 boxes per image through the mask head and the paste. The compared models get the same replacement.
 
-``--compare torchvision`` times torchvision's ``maskrcnn_resnet50_fpn(weights=None)`` in the same run (its
+``--compare refinemask_r50_fpn_1x_coco,point_rend_r50_fpn_1x_coco,...`` times our other presets in the same run
+(same images, scale and ``--fixed-dets``) and reports each one's mean latency over the ``--preset`` model's — the
+paper's Table 2 comparison. ``--compare torchvision`` times torchvision's ``maskrcnn_resnet50_fpn(weights=None)`` in the same run (its
 ``GeneralizedRCNNTransform`` runs outside the timer; the rest of ``GeneralizedRCNN.forward`` inside, plus the 0.5
 threshold and the copy to the host); ``--compare mmdet`` times mmdetection's Mask R-CNN when installed
 (``make mmdet``; its test pipeline and data preprocessor run outside the timer).
@@ -566,7 +568,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint", type=Path, default=None, help="our state dict (weights_only); default random")
     p.add_argument("--mmdet-checkpoint", type=Path, default=None,
                    help="an mmdet Mask R-CNN checkpoint, converted with refinemask.convert_mmdet")
-    p.add_argument("--compare", default="", help=f"comma-separated: {','.join(COMPARE_CHOICES)} (same run)")
+    p.add_argument("--compare", default="", help=f"comma-separated: {','.join(COMPARE_CHOICES)} and/or preset names, "
+                   "timed in the same run with their latency ratio to --preset")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     p.add_argument("--out", type=Path, default=None, help="also write the JSON object to this file")
 
@@ -580,10 +583,13 @@ def run(args: argparse.Namespace) -> int:
         preset = get_preset(args.preset)
     except KeyError as e:
         raise ValueError(str(e).strip("'\"")) from None
+    from refinemask.config import PRESETS
+
     compare = [c.strip() for c in (args.compare or "").split(",") if c.strip()]
-    bad = [c for c in compare if c not in COMPARE_CHOICES]
+    bad = [c for c in compare if c not in COMPARE_CHOICES and c not in PRESETS]
     if bad:
-        raise ValueError(f"--compare: unknown {bad}; choose from {list(COMPARE_CHOICES)}")
+        raise ValueError(f"--compare: unknown {bad}; choose from {list(COMPARE_CHOICES)} or preset names "
+                         f"(rmbench models)")
     if args.fixed_dets is not None and args.fixed_dets < 1:
         raise ValueError(f"--fixed-dets must be >= 1, got {args.fixed_dets}")
     if args.warmup < 0 or args.repeats < 1 or (args.images is not None and args.images < 1):
@@ -614,6 +620,10 @@ def run(args: argparse.Namespace) -> int:
     results = []
     builders = [("ours", lambda: ours_runner(preset.name, device, args.fixed_dets, scale if args.scale else None,
                                              args.checkpoint, args.mmdet_checkpoint))]
+    for other in compare:  # our other presets, at the same scale and fixed-dets load (a Table 2-style comparison)
+        if other in PRESETS:
+            builders.append((other, lambda other=other: ours_runner(other, device, args.fixed_dets,
+                                                                     scale if args.scale else None)))
     if "torchvision" in compare:
         builders.append(("torchvision", lambda: torchvision_runner(device, args.fixed_dets, scale)))
     if "mmdet" in compare:
@@ -649,7 +659,9 @@ def run(args: argparse.Namespace) -> int:
         **provenance(device, args, Path(image_dir), len(paths)),
     }
     if len(results) > 1:
-        obj["compare"] = {label: r.as_dict() for (label, _), r in zip(builders[1:], results[1:])}
+        obj["compare"] = {label: {**r.as_dict(), "latency_ratio": r.as_dict()["latency_ms_mean"]
+                                  / main_res["latency_ms_mean"]}
+                          for (label, _), r in zip(builders[1:], results[1:])}
     text = json.dumps(obj, indent=2, default=str)
     if args.out is not None:
         args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -666,13 +678,14 @@ def _table(results: list[BenchResult], obj: dict) -> str:
              f"batch 1, fp32, {obj['warmup']} warm-up + {obj['images']} timed images"
              + (f", fixed_dets={obj['fixed_dets']}" if obj["fixed_dets"] else ""),
              "",
-             "| model | fps | latency p50 (ms) | p90 (ms) | peak memory (MiB) | dets/img |",
-             "| --- | ---: | ---: | ---: | ---: | ---: |"]
+             "| model | fps | latency p50 (ms) | p90 (ms) | mean latency / first row's | peak memory (MiB) | dets/img |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    ref = results[0].as_dict()["latency_ms_mean"]
     for r in results:
         d = r.as_dict()
         mem = "n/a" if d["peak_memory_mb"] is None else f"{d['peak_memory_mb']:.0f}"
         lines.append(f"| {r.name} | {d['fps']:.3f} | {d['latency_ms_p50']:.1f} | {d['latency_ms_p90']:.1f} | "
-                     f"{mem} | {d['dets_per_image_mean']:.1f} |")
+                     f"{d['latency_ms_mean'] / ref:.2f} | {mem} | {d['dets_per_image_mean']:.1f} |")
     return "\n".join(lines)
 
 

@@ -69,3 +69,34 @@ def _preds_a_lvis():
 @pytest.fixture
 def preds_a_lvis(_preds_a_lvis):
     return copy.deepcopy(_preds_a_lvis)
+
+
+def load_coco_sample(split: str, img_id: int, min_area: float = 0.0, max_anns: int | None = None):
+    """One real bundled image as a model input plus its training target (non-crowd annotations).
+
+    Returns:
+        (image uint8 tensor (3, H, W) RGB in [0, 255], target dict with ``boxes`` (G, 4) x1y1x2y2 pixels,
+        ``labels`` (G,) contiguous 0..79, ``masks`` (G, H, W) uint8).
+    """
+    import contextlib
+    import io
+
+    import numpy as np
+    import torch
+    from PIL import Image
+    from pycocotools.coco import COCO
+
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco = COCO(str(DATA / "coco_mini" / "annotations" / f"instances_{split}2017.json"))
+    info = coco.loadImgs(img_id)[0]
+    img = torch.from_numpy(np.array(Image.open(DATA / "coco_mini" / f"{split}2017" / info["file_name"]).convert("RGB")))
+    cat_to_label = {c: i for i, c in enumerate(sorted(coco.getCatIds()))}
+    anns = [a for a in coco.loadAnns(coco.getAnnIds(imgIds=img_id, iscrowd=False)) if a["area"] > min_area]
+    anns = anns[:max_anns] if max_anns is not None else anns
+    target = {
+        "boxes": torch.tensor([[a["bbox"][0], a["bbox"][1], a["bbox"][0] + a["bbox"][2], a["bbox"][1] + a["bbox"][3]]
+                               for a in anns], dtype=torch.float32),
+        "labels": torch.tensor([cat_to_label[a["category_id"]] for a in anns]),
+        "masks": torch.from_numpy(np.stack([coco.annToMask(a) for a in anns])),
+    }
+    return img.permute(2, 0, 1), target

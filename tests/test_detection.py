@@ -41,6 +41,8 @@ R50_PARAMS_BN_AFFINE = 44_396_336  # our default convention: BN eval-mode with t
 R50_PARAMS_FROZEN_BN = 44_343_216  # torchvision FrozenBatchNorm2d convention (γ/β are buffers)
 R50_BODY_PARAMS = 23_508_032  # ResNet-50 without fc: 23,454,912 conv + 53,120 BN (spec §7 building blocks)
 
+from tests.conftest import load_coco_sample
+
 
 # ----------------------------------------------------------------------------------------------------------------
 # presets, builder, parameter counts
@@ -247,22 +249,7 @@ def test_rescale_size_mmcv_rounding():
 # ----------------------------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def coco_sample():
-    from PIL import Image
-    from pycocotools.coco import COCO
-
-    coco = COCO(str(VAL_JSON))
-    img_id = 139
-    info = coco.loadImgs(img_id)[0]
-    img = torch.from_numpy(np.array(Image.open(VAL_DIR / info["file_name"]).convert("RGB"))).permute(2, 0, 1)
-    cat_to_label = {c: i for i, c in enumerate(sorted(coco.getCatIds()))}
-    anns = [a for a in coco.loadAnns(coco.getAnnIds(imgIds=img_id, iscrowd=False)) if a["area"] > 400][:6]
-    target = {
-        "boxes": torch.tensor([[a["bbox"][0], a["bbox"][1], a["bbox"][0] + a["bbox"][2], a["bbox"][1] + a["bbox"][3]]
-                               for a in anns], dtype=torch.float32),
-        "labels": torch.tensor([cat_to_label[a["category_id"]] for a in anns]),
-        "masks": torch.from_numpy(np.stack([coco.annToMask(a) for a in anns])),
-    }
-    return img, target
+    return load_coco_sample("val", 139, min_area=400, max_anns=6)
 
 
 @pytest.fixture(scope="module")

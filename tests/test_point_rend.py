@@ -42,6 +42,8 @@ COARSE_HEAD_PARAMS = 18_176_080
 POINT_HEAD_PARAMS = 285_776
 MASK_RCNN_PARAMS = 44_396_336
 
+from tests.conftest import load_coco_sample
+
 
 def _meta_model(preset):
     with torch.device("meta"):
@@ -355,21 +357,7 @@ def test_presets_module_can_be_imported_first():
 # the full model on a real image
 # ----------------------------------------------------------------------------------------------------------------
 def load_real_sample(img_id: int = 539216):
-    from PIL import Image
-    from pycocotools.coco import COCO
-
-    coco = COCO(str(TRAIN_JSON))
-    info = coco.loadImgs(img_id)[0]
-    img = torch.from_numpy(np.array(Image.open(TRAIN_DIR / info["file_name"]).convert("RGB"))).permute(2, 0, 1)
-    cat_to_label = {c: i for i, c in enumerate(sorted(coco.getCatIds()))}
-    anns = coco.loadAnns(coco.getAnnIds(imgIds=img_id, iscrowd=False))
-    target = {
-        "boxes": torch.tensor([[a["bbox"][0], a["bbox"][1], a["bbox"][0] + a["bbox"][2], a["bbox"][1] + a["bbox"][3]]
-                               for a in anns], dtype=torch.float32),
-        "labels": torch.tensor([cat_to_label[a["category_id"]] for a in anns]),
-        "masks": torch.from_numpy(np.stack([coco.annToMask(a) for a in anns])),
-    }
-    return img, target
+    return load_coco_sample("train", img_id, min_area=0.0, max_anns=None)
 
 
 def shrink_for_cpu(model, proposals: int = 100, rois: int = 32, dets: int = 4):

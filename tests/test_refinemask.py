@@ -47,6 +47,8 @@ RM_PARAMS_BN_AFFINE = 48_160_059
 RM_PARAMS_FROZEN_BN = 48_106_939
 RM_HEAD_PARAMS = 6_407_003
 
+from tests.conftest import load_coco_sample
+
 
 def _rows(text: str) -> np.ndarray:
     return np.array([[c == "1" for c in line.strip()] for line in text.strip().splitlines()])
@@ -463,22 +465,7 @@ def test_presets_module_can_be_imported_first():
 # ----------------------------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def train_sample():
-    from PIL import Image
-    from pycocotools.coco import COCO
-
-    coco = COCO(str(TRAIN_JSON))
-    img_id = 84533
-    info = coco.loadImgs(img_id)[0]
-    img = torch.from_numpy(np.array(Image.open(TRAIN_DIR / info["file_name"]).convert("RGB"))).permute(2, 0, 1)
-    cat_to_label = {c: i for i, c in enumerate(sorted(coco.getCatIds()))}
-    anns = [a for a in coco.loadAnns(coco.getAnnIds(imgIds=img_id, iscrowd=False)) if a["area"] > 400][:3]
-    target = {
-        "boxes": torch.tensor([[a["bbox"][0], a["bbox"][1], a["bbox"][0] + a["bbox"][2], a["bbox"][1] + a["bbox"][3]]
-                               for a in anns], dtype=torch.float32),
-        "labels": torch.tensor([cat_to_label[a["category_id"]] for a in anns]),
-        "masks": torch.from_numpy(np.stack([coco.annToMask(a) for a in anns])),
-    }
-    return img, target
+    return load_coco_sample("train", 84533, min_area=400, max_anns=3)
 
 
 @pytest.fixture(scope="module")

@@ -124,3 +124,17 @@ def test_bad_arguments_exit_2(capsys):
     assert bench.main(["--preset", "no_such_preset", "--device", "cpu"]) == 2
     assert "no_such_preset" in capsys.readouterr().err
     assert bench.main(["--preset", "mask_rcnn_r50_fpn_1x_coco", "--compare", "detectron2"]) == 2
+
+
+@pytest.mark.mmdet
+def test_compare_mmdet_config_in_the_same_run(capsys):
+    """``--compare mmdet:<config>`` times mmdet's own PointRend beside ours with the same top-N detections."""
+    pytest.importorskip("mmdet", reason="mmdetection not installed: run `make mmdet` to enable this test")
+    rc = bench.main(["--preset", "point_rend_r50_fpn_1x_coco", "--device", "cpu", "--images", "1", "--warmup", "1",
+                     "--fixed-dets", "5", "--scale", "320,192", "--compare", "mmdet:point-rend_r50-caffe_fpn_ms-1x_coco",
+                     "--json"])
+    assert rc == 0
+    obj = json.loads(capsys.readouterr().out)
+    mm = obj["compare"]["mmdet:point-rend_r50-caffe_fpn_ms-1x_coco"]
+    assert mm["dets_per_image_mean"] == 5 and obj["dets_per_image_mean"] == 5
+    assert mm["test_scale"] == [320, 192] and mm["latency_ratio"] > 0

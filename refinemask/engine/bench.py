@@ -365,14 +365,18 @@ def build_mmdet_model(config: str = "mask-rcnn_r50_fpn_1x_coco", device: str = "
     return model.to(device).eval(), cfg
 
 
-def mmdet_runner(device, fixed_dets: int | None, scale: tuple[int, int]) -> Runner:
+def mmdet_runner(device, fixed_dets: int | None, scale: tuple[int, int],
+                 config: str = "mask-rcnn_r50_fpn_1x_coco") -> Runner:
+    """mmdet's model of ``config`` (a config name in mmdet's bundled configs, e.g. ``point-rend_r50-caffe_fpn_ms-1x_coco``,
+    ``htc-without-semantic_r50_fpn_1x_coco``) timed with the same protocol; ``--fixed-dets`` replaces mmdet's
+    ``multiclass_nms`` (which Mask R-CNN's, PointRend's and HTC's box heads all call) by the same top-N rule."""
     import torch
     from mmcv.transforms import Compose
 
     import mmdet
     import mmdet.models.roi_heads.bbox_heads.bbox_head as bbox_head_mod
 
-    model, cfg = build_mmdet_model(device=str(device), scale=scale)
+    model, cfg = build_mmdet_model(config, device=str(device), scale=scale)
     # mmdet's test pipeline without the annotation loader; images come decoded (BGR uint8, as cv2 gives them)
     pipeline_cfg = [t for t in copy.deepcopy(cfg.test_dataloader.dataset.pipeline) if t["type"] != "LoadAnnotations"]
     pipeline_cfg[0] = dict(type="mmdet.LoadImageFromNDArray")
@@ -415,11 +419,12 @@ def mmdet_runner(device, fixed_dets: int | None, scale: tuple[int, int]) -> Runn
         res = [r.pred_instances.cpu() for r in results]
         return sum(len(r) for r in res)
 
-    info = {"model": f"mmdetection {mmdet.__version__} mask-rcnn_r50_fpn_1x_coco", "params": _count_params(model),
-            "test_scale": [max(scale), min(scale)], "score_thresh": cfg.model.test_cfg.rcnn.score_thr,
+    rcnn_cfg = cfg.model.test_cfg.rcnn
+    info = {"model": f"mmdetection {mmdet.__version__} {config}", "params": _count_params(model),
+            "test_scale": [max(scale), min(scale)], "score_thresh": rcnn_cfg.score_thr,
             "weights": "random (init_weights)",
             "notes": "mmdet test pipeline (cv2 resize on uint8) and data_preprocessor outside the timer"}
-    return Runner("mmdet_mask_rcnn_r50_fpn_1x_coco", prepare, forward, info, cleanup=restore or (lambda: None))
+    return Runner(f"mmdet_{config}", prepare, forward, info, cleanup=restore or (lambda: None))
 
 
 # -- orchestration -------------------------------------------------------------------------------------
@@ -568,8 +573,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint", type=Path, default=None, help="our state dict (weights_only); default random")
     p.add_argument("--mmdet-checkpoint", type=Path, default=None,
                    help="an mmdet Mask R-CNN checkpoint, converted with refinemask.convert_mmdet")
-    p.add_argument("--compare", default="", help=f"comma-separated: {','.join(COMPARE_CHOICES)} and/or preset names, "
-                   "timed in the same run with their latency ratio to --preset")
+    p.add_argument("--compare", default="", help=f"comma-separated: {','.join(COMPARE_CHOICES)}, mmdet:<mmdet config "
+                   "name> (e.g. mmdet:point-rend_r50-caffe_fpn_ms-1x_coco), and/or preset names, timed in the same run "
+                   "with their latency ratio to --preset")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     p.add_argument("--out", type=Path, default=None, help="also write the JSON object to this file")
 
@@ -586,7 +592,7 @@ def run(args: argparse.Namespace) -> int:
     from refinemask.config import PRESETS
 
     compare = [c.strip() for c in (args.compare or "").split(",") if c.strip()]
-    bad = [c for c in compare if c not in COMPARE_CHOICES and c not in PRESETS]
+    bad = [c for c in compare if c not in COMPARE_CHOICES and c not in PRESETS and not c.startswith("mmdet:")]
     if bad:
         raise ValueError(f"--compare: unknown {bad}; choose from {list(COMPARE_CHOICES)} or preset names "
                          f"(rmbench models)")
@@ -598,7 +604,7 @@ def run(args: argparse.Namespace) -> int:
     if dev == "cuda" and not torch.cuda.is_available():
         raise ValueError("--device cuda: no CUDA device is available (use --device cpu)")
     device = torch.device(dev)
-    if "mmdet" in compare:
+    if any(c == "mmdet" or c.startswith("mmdet:") for c in compare):
         try:
             import mmdet  # noqa: F401
         except ImportError:
@@ -628,6 +634,9 @@ def run(args: argparse.Namespace) -> int:
         builders.append(("torchvision", lambda: torchvision_runner(device, args.fixed_dets, scale)))
     if "mmdet" in compare:
         builders.append(("mmdet", lambda: mmdet_runner(device, args.fixed_dets, scale)))
+    for c in compare:  # mmdet:<config name>, e.g. mmdet:point-rend_r50-caffe_fpn_ms-1x_coco
+        if c.startswith("mmdet:"):
+            builders.append((c, lambda c=c: mmdet_runner(device, args.fixed_dets, scale, c.split(":", 1)[1])))
     for label, build in builders:
         log.info("bench: building %s", label)
         runner = build()

@@ -39,6 +39,7 @@ import numpy as np
 from PIL import Image
 from pycocotools import mask as mask_utils
 
+from eval.io import atomic_write
 from eval.masks import mask_to_rle, segm_to_rle
 
 logger = logging.getLogger(__name__)
@@ -85,21 +86,9 @@ def _read_instance_ids(path: str) -> np.ndarray:
 
 
 def _atomic_write_json(obj: Any, out_json: str | os.PathLike) -> None:
-    """Write ``obj`` as JSON to ``out_json`` via a temp file in the same folder and ``os.replace``."""
-    out_json = os.fspath(out_json)
-    folder = os.path.dirname(os.path.abspath(out_json))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp_", suffix=".json", dir=folder)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, out_json)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.remove(tmp)
-        raise
+    """Write ``obj`` as compact JSON to ``out_json`` atomically (:func:`eval.io.atomic_write`)."""
+    with atomic_write(out_json) as f:
+        json.dump(obj, f)
 
 
 def instance_ids_to_coco(

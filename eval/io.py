@@ -296,14 +296,21 @@ def load_results(path: str | os.PathLike, gt: dict, *, gt_path=None, keep_bbox: 
 def atomic_write(path: str | os.PathLike, mode: str = "w") -> Iterator[Any]:
     """Open a temporary file beside ``path`` and rename it over ``path`` only if the block succeeds.
 
-    A crash or exception leaves no half-written file behind (and an existing file untouched).
+    A crash or exception leaves no half-written file behind (and an existing file untouched). The data is
+    fsync'ed before the rename, and the file gets the usual umask permissions (mkstemp creates 0600).
+    Used for every output of the harness: json, markdown, CSV, plots and checkpoints.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
         with os.fdopen(fd, mode, **({} if "b" in mode else {"encoding": "utf-8", "newline": ""})) as f:
             yield f
+            f.flush()
+            os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):

@@ -51,6 +51,8 @@ import time
 
 import pytest
 
+from tests.parity_utils import linf, mask_iou, match_detections, mmdet_meta
+
 try:  # the whole reference stack, compiled ops included
     import mmcv  # noqa: F401
     import mmdet  # noqa: F401
@@ -127,42 +129,6 @@ def mmdet_rpn_rule(monkeypatch):
     monkeypatch.setattr(rpn_module, "batched_nms", batched_nms)
 
 
-def _meta(batch):
-    from mmdet.structures import DetDataSample
-
-    (h, w), (h0, w0), (sx, sy) = batch.image_sizes[0], batch.original_sizes[0], batch.scale_factors[0]
-    hp, wp = batch.tensors.shape[-2:]
-    return DetDataSample(metainfo=dict(img_id=0, img_shape=(h, w), ori_shape=(h0, w0), scale_factor=(sx, sy),
-                                       batch_input_shape=(hp, wp), pad_shape=(hp, wp)))
-
-
-def _linf(a, b):
-    return float((a - b).abs().max()) if a.numel() else 0.0
-
-
-def _mask_iou(a, b):
-    inter = (a & b).sum().item()
-    union = (a | b).sum().item()
-    return 1.0 if union == 0 else inter / union
-
-
-def _match(mm_res, ours_res):
-    """Greedy: each mmdet detection (score order) → the unused detection of ours with the same label and the
-    smallest box L∞. Returns [(i_mm, i_ours, box_linf, dscore)]."""
-    used = set()
-    pairs = []
-    for i in range(len(mm_res["scores"])):
-        best, best_d = None, float("inf")
-        for j in range(len(ours_res["scores"])):
-            if j in used or int(ours_res["labels"][j]) != int(mm_res["labels"][i]):
-                continue
-            d = _linf(ours_res["boxes"][j], mm_res["boxes"][i])
-            if d < best_d:
-                best, best_d = j, d
-        if best is not None:
-            used.add(best)
-            pairs.append((i, best, best_d, abs(float(ours_res["scores"][best]) - float(mm_res["scores"][i]))))
-    return pairs
 
 
 def _compare(mm, ours, images, min_mask_iou):
@@ -171,18 +137,18 @@ def _compare(mm, ours, images, min_mask_iou):
     for name, img in images:
         batch, _ = ours.transform.preprocess([img])
         r_ours = ours(batch)[0]
-        r_mm = mm.predict(batch.tensors, [_meta(batch)], rescale=True)[0].pred_instances
+        r_mm = mm.predict(batch.tensors, [mmdet_meta(batch)], rescale=True)[0].pred_instances
         mm_res = {"boxes": r_mm.bboxes, "scores": r_mm.scores, "labels": r_mm.labels}
         assert len(r_mm) > 5, f"{name}: too few mmdet detections ({len(r_mm)}) for a meaningful comparison"
         assert r_ours["masks"].shape[-2:] == r_mm.masks.shape[-2:] == tuple(img.shape[-2:])
-        pairs = _match(mm_res, r_ours)
+        pairs = match_detections(mm_res, r_ours)
         assert len(pairs) == len(r_mm) == len(r_ours["scores"]), (
             f"{name}: {len(r_mm)} mmdet vs {len(r_ours['scores'])} ours detections, {len(pairs)} matched")
         box_linf = max(p[2] for p in pairs)
         dscore = max(p[3] for p in pairs)
         assert box_linf <= BOX_LINF, f"{name}: box L∞ {box_linf:.3g}"
         assert dscore <= SCORE_ATOL, f"{name}: |Δscore| {dscore:.3g}"
-        ious = [_mask_iou(r_ours["masks"][j].bool(), r_mm.masks[i].bool()) for i, j, _, _ in pairs]
+        ious = [mask_iou(r_ours["masks"][j].bool(), r_mm.masks[i].bool()) for i, j, _, _ in pairs]
         fg = [int(r_mm.masks[i].sum()) for i, _, _, _ in pairs]
         assert sum(f > 0 for f in fg) > len(fg) // 2, f"{name}: most mmdet masks are empty: test is vacuous"
         assert min(ious) >= min_mask_iou, f"{name}: min mask IoU {min(ious):.4f}"

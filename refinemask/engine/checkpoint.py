@@ -28,7 +28,6 @@ import pickle
 import random
 import re
 import shutil
-import tempfile
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -36,6 +35,8 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
+
+from eval.io import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -57,28 +58,12 @@ def unwrap_model(model: nn.Module) -> nn.Module:
                                                                              nn.DataParallel)) else model
 
 
-def _umask_mode() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return 0o666 & ~mask
-
-
 def atomic_torch_save(obj: Any, path: str | os.PathLike) -> Path:
-    """``torch.save`` to a temporary file beside ``path``, fsync, then ``os.replace`` it over ``path``."""
+    """``torch.save`` to a temporary file beside ``path``, fsync, then ``os.replace`` it over ``path``
+    (:func:`eval.io.atomic_write`): an interrupted save never leaves a truncated checkpoint."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        os.chmod(tmp, _umask_mode())  # mkstemp creates 0600; give checkpoints the usual permissions
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    with atomic_write(path, "wb") as f:
+        torch.save(obj, f)
     return path
 
 
@@ -89,25 +74,19 @@ def atomic_copy(src: str | os.PathLike, dst: str | os.PathLike, link: bool = Fal
     deleting the ``iter_N.pth`` it came from later leaves it intact).
     """
     dst = Path(dst)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dst.name}.", suffix=".tmp", dir=dst.parent)
-    os.close(fd)
-    try:
-        linked = False
-        if link:
-            os.unlink(tmp)
-            try:
-                os.link(src, tmp)
-                linked = True
-            except OSError:
-                pass
-        if not linked:
-            shutil.copyfile(src, tmp)
-            os.chmod(tmp, _umask_mode())
-        os.replace(tmp, dst)
-    except BaseException:
+    if link:
+        tmp = dst.with_name(f".{dst.name}.{os.getpid()}.link.tmp")
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
-        raise
+        try:
+            os.link(src, tmp)
+            os.replace(tmp, dst)
+            return dst
+        except OSError:  # no hard links here (another filesystem, ...): copy instead
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+    with open(src, "rb") as fin, atomic_write(dst, "wb") as fout:
+        shutil.copyfileobj(fin, fout)
     return dst
 
 

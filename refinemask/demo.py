@@ -139,6 +139,33 @@ def overfit_markdown(res: dict) -> str:
             + _md_table(["preset", "iterations", "mask AP", "AP50", "F1px", "time (s)"], [row]) + "\n")
 
 
+def evaluate_bundled_predictions(gt: dict, gt_path: Path, lvis_gt: dict, lvis_gt_path: Path, out_dir: Path):
+    """Step 4 of the demo: the bundled prediction set A (``data/golden/preds_A*.json``) with every metric group and
+    the default :class:`~eval.evaluator.EvalParams`, written to ``out_dir`` (metrics.json, metrics.md, CSV).
+
+    The CI regression test (tests/test_regress_baselines.py) calls this same function, so the committed baseline
+    ``reports/baselines/demo_eval_metrics.json`` is always the demo's own evaluation.
+
+    Returns:
+        (``EvalOutput``, the evaluator), for the caller's tables.
+    """
+    from eval.evaluator import EvalParams, InstanceSegEvaluator
+    from eval.io import load_json
+    from eval.output import provenance, write_evaluation
+
+    from .paths import bundled
+
+    preds, preds_lvis = bundled("golden", "preds_A.json"), bundled("golden", "preds_A_lvis.json")
+    ev = InstanceSegEvaluator(gt, lvis_gt, params=EvalParams(), gt_path=gt_path, lvis_gt_path=lvis_gt_path)
+    ev.process(load_json(preds, "results"), source=preds, lvis_results=load_json(preds_lvis, "results"))
+    res = ev.evaluate()
+    prov = provenance({"gt": gt_path, "lvis_gt": lvis_gt_path, "results": preds, "lvis_results": preds_lvis},
+                      params={**vars(ev.params), "metrics": ev.metrics})
+    write_evaluation(out_dir, res.metrics, prov, res.per_instance, res.details,
+                     title="Evaluation of the bundled prediction set A")
+    return res, ev
+
+
 def run_demo(out: str | Path, train: bool = True, overfit_iters: int = 30) -> Path:
     """Run the demo into ``out``; return the folder. About 1.5 minutes on 2 cores (30 s without ``train``).
 
@@ -148,10 +175,9 @@ def run_demo(out: str | Path, train: bool = True, overfit_iters: int = 30) -> Pa
         overfit_iters: its iterations (30: mask AP about 0.6-0.7 on the two images).
     """
     from eval.ceiling import mask_resolution_ceiling
-    from eval.evaluator import EvalParams, InstanceSegEvaluator
     from eval.io import atomic_write, load_gt, load_json, write_json
     from eval.lvis_ap import cocofy_lvis
-    from eval.output import metrics_markdown, provenance, write_evaluation
+    from eval.output import metrics_markdown, provenance
     from eval.region_study import compare_variants_to_paper
 
     from .paths import bundled
@@ -187,14 +213,7 @@ def run_demo(out: str | Path, train: bool = True, overfit_iters: int = 30) -> Pa
     steps.update()
 
     steps.set_postfix_str("evaluation of the bundled predictions")
-    preds, preds_lvis = bundled("golden", "preds_A.json"), bundled("golden", "preds_A_lvis.json")
-    ev = InstanceSegEvaluator(gt, lvis_gt, params=EvalParams(), gt_path=gt_path, lvis_gt_path=cocofied_path)
-    ev.process(load_json(preds, "results"), source=preds, lvis_results=load_json(preds_lvis, "results"))
-    res = ev.evaluate()
-    prov = provenance({"gt": gt_path, "lvis_gt": cocofied_path, "results": preds, "lvis_results": preds_lvis},
-                      params={**vars(ev.params), "metrics": ev.metrics})
-    write_evaluation(out / "eval", res.metrics, prov, res.per_instance, res.details,
-                     title="Evaluation of the bundled prediction set A")
+    res, ev = evaluate_bundled_predictions(gt, gt_path, lvis_gt, cocofied_path, out / "eval")
     from eval.boundary_acc import boundary_accuracy
     from eval.ceiling import resampled_results
 

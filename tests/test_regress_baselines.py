@@ -13,10 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from eval.evaluator import EvalParams, InstanceSegEvaluator
+from eval.evaluator import EvalParams
 from eval.io import load_gt, load_json, write_json
 from eval.lvis_ap import cocofy_lvis
-from eval.output import provenance, write_evaluation
 from refinemask.paths import bundled
 from reports.regress import regress
 
@@ -36,19 +35,14 @@ def demo_evaluation(out: Path) -> Path:
     Same inputs (bundled COCO val GT, cocofied LVIS v0.5 100-image file, preds_A / preds_A_lvis) and the default
     :class:`EvalParams`; returns the written metrics.json.
     """
+    from refinemask.demo import evaluate_bundled_predictions
+
     gt_path = bundled("coco_mini", "annotations", "instances_val2017.json")
-    gt = load_gt(gt_path)
     cocofied = out / "lvis_val_100_cocofied.json"
     write_json(cocofied, cocofy_lvis(load_json(bundled("lvis", "lvis_val_100.json"), "LVIS"),
                                      load_json(bundled("lvis", "coco_to_synset.json"), "mapping")))
-    lvis_gt = load_gt(cocofied, "lvis")
-    preds, preds_lvis = bundled("golden", "preds_A.json"), bundled("golden", "preds_A_lvis.json")
-    ev = InstanceSegEvaluator(gt, lvis_gt, params=EvalParams(), gt_path=gt_path, lvis_gt_path=cocofied)
-    ev.process(load_json(preds, "results"), source=preds, lvis_results=load_json(preds_lvis, "results"))
-    res = ev.evaluate()
-    prov = provenance({"gt": gt_path, "lvis_gt": cocofied, "results": preds, "lvis_results": preds_lvis},
-                      params={**vars(ev.params), "metrics": ev.metrics})
-    return write_evaluation(out / "eval", res.metrics, prov, res.per_instance, res.details)["json"]
+    evaluate_bundled_predictions(load_gt(gt_path), gt_path, load_gt(cocofied, "lvis"), cocofied, out / "eval")
+    return out / "eval" / "metrics.json"
 
 
 def overfit_training(out: Path) -> Path:

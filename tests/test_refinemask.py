@@ -275,6 +275,14 @@ def test_stage_shapes_match_spec_table():
     for k, st in enumerate(branch.stages):
         st.register_forward_hook(lambda mod, args, out, k=k: seen.__setitem__(k, (tuple(args[0].shape),
                                  tuple(args[2].shape), tuple(args[3].shape), tuple(out.shape))))
+    last = branch.stages[2]
+    plain_logits = last.forward_logits
+
+    def spy(x, z, sem, q, w, b):  # the last SFM runs through forward_logits: record what forward would give
+        seen[2] = (tuple(x.shape), tuple(sem.shape), tuple(q.shape), tuple(last(x, z, sem, q).shape))
+        return plain_logits(x, z, sem, q, w, b)
+
+    last.forward_logits = spy
     with torch.no_grad():
         logits, sem = branch.forward_stages(feats, [(64, 96)] * 2, boxes, labels)
     assert [tuple(z.shape) for z in logits] == [(3, 14, 14), (3, 28, 28), (3, 56, 56), (3, 112, 112)]
@@ -301,6 +309,67 @@ def test_label_channel_shortcut_equals_full_classifier():
     labels = torch.tensor([6, 0, 3, 3])
     full = branch.stage_logits[1](x)
     torch.testing.assert_close(branch._label_logits(1, x, labels), full[torch.arange(4), labels], rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("with_semantic", [True, False])
+def test_last_sfm_classifier_shortcut_equals_classifier_on_its_output(with_semantic):
+    """SFM.forward_logits (the last stage never builds F^{k+1} at 112×112) = 1×1 classifier row on forward()."""
+    from refinemask.head.sfm import SFM
+
+    torch.manual_seed(0)
+    sfm = SFM(64, with_semantic=with_semantic)
+    x = torch.randn(3, 64, 14, 14, requires_grad=True)
+    z = torch.randn(3, 1, 14, 14)
+    sem = torch.randn(3, 64, 14, 14) if with_semantic else None
+    q = torch.rand(3, 1, 14, 14) if with_semantic else None
+    w, b = torch.randn(3, 32), torch.randn(3)
+    ref = torch.einsum("nchw,nc->nhw", sfm(x, z, sem, q), w) + b[:, None, None]
+    out = sfm.forward_logits(x, z, sem, q, w, b)
+    assert out.shape == (3, 28, 28)
+    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
+    # same gradients for the input and every parameter (the identity ReLU after Up(g) passes the same gradient)
+    params = [x] + [p for n, p in sfm.named_parameters() if not n.startswith("semantic_in")]  # pooled by the branch
+    g_ref = torch.autograd.grad(ref.square().sum(), params)
+    g_out = torch.autograd.grad(out.square().sum(), params)
+    for a, c in zip(g_out, g_ref):
+        _assert_close_scaled(a, c)
+
+
+def test_channels_last_branch_equals_contiguous_branch():
+    """The NHWC default (set_channels_last) changes speed, not results: eval logits, losses and gradients."""
+    import copy
+
+    torch.manual_seed(0)
+    nhwc = RefineMaskBranch(5)
+    assert nhwc.channels_last and nhwc.stages[2].fusion.branches[2].weight.is_contiguous(
+        memory_format=torch.channels_last)
+    nchw = copy.deepcopy(nhwc).set_channels_last(False)
+    assert nchw.stages[2].fusion.branches[2].weight.is_contiguous()
+    feats, boxes, labels, gt, idx = _feats_boxes()
+    for a, c in zip(nhwc.parameters(), nchw.parameters()):
+        assert torch.equal(a, c)
+    la = nhwc.forward_train(feats, [(64, 96)] * 2, boxes, labels, gt, idx)
+    lc = nchw.forward_train(feats, [(64, 96)] * 2, boxes, labels, gt, idx)
+    for k in la:
+        torch.testing.assert_close(la[k], lc[k], rtol=1e-5, atol=1e-6)
+    sum(la.values()).backward()
+    sum(lc.values()).backward()
+    for (n, a), c in zip(nhwc.named_parameters(), nchw.parameters()):
+        _assert_close_scaled(a.grad, c.grad, msg=n)
+    nhwc.eval(), nchw.eval()
+    with torch.no_grad():
+        za, _ = nhwc.forward_stages(feats, [(64, 96)] * 2, boxes, labels)
+        zc, _ = nchw.forward_stages(feats, [(64, 96)] * 2, boxes, labels)
+        for a, c in zip(za, zc):
+            _assert_close_scaled(a, c)
+        # float32 summation order only: the merged masks (≥ 0.5) are identical
+        assert torch.equal(nhwc(feats, [(64, 96)] * 2, boxes, labels) >= 0, nchw(feats, [(64, 96)] * 2, boxes, labels) >= 0)
+
+
+def _assert_close_scaled(a, b, rel=1e-5, msg=None):
+    """|a − b| ≤ rel · max|b| elementwise: float32 reassociation error grows with the tensor's scale."""
+    tol = rel * float(b.abs().max()) + 1e-12
+    torch.testing.assert_close(a, b, rtol=0, atol=tol, msg=msg)
 
 
 def test_gradients_reach_semantic_head_and_every_stage():

@@ -45,6 +45,9 @@ log = logging.getLogger("rmbench.bench")
 __all__ = ["add_arguments", "run", "main", "time_loop", "summarize", "BenchResult", "load_images"]
 
 COMPARE_CHOICES = ("torchvision", "mmdet")
+#: seed for every randomly initialised model the benchmark builds (ours, torchvision, mmdet): with --fixed-dets the
+#: boxes, hence RoIAlign sampling counts and paste areas, then repeat from run to run
+SEED = 0
 
 
 # -- the timer (model-agnostic, unit-tested with fake models) --------------------------------------------
@@ -210,6 +213,7 @@ def ours_runner(preset: str, device, fixed_dets: int | None, scale: tuple[int, i
 
     from refinemask.models import build_model
 
+    torch.manual_seed(SEED)  # random-init weights: the same boxes reach the heads and the paste in every run
     model = build_model(preset)
     if checkpoint is not None:
         _load_our_checkpoint(model, checkpoint)
@@ -271,6 +275,7 @@ def torchvision_runner(device, fixed_dets: int | None, scale: tuple[int, int]) -
     from torchvision.ops import boxes as box_ops
 
     long_side, short_side = max(scale), min(scale)
+    torch.manual_seed(SEED)
     model = maskrcnn_resnet50_fpn(weights=None, weights_backbone=None, min_size=short_side, max_size=long_side)
     model.eval()
     transform = copy.deepcopy(model.transform).eval()  # resize + normalise + batch/pad: the loader's work
@@ -339,7 +344,7 @@ def mmdet_config_path(name: str = "mask-rcnn_r50_fpn_1x_coco") -> Path:
     return hits[0]
 
 
-def build_mmdet_model(config: str = "mask-rcnn_r50_fpn_1x_coco", device: str = "cpu", seed: int = 0,
+def build_mmdet_model(config: str = "mask-rcnn_r50_fpn_1x_coco", device: str = "cpu", seed: int = SEED,
                       scale: tuple[int, int] | None = None):
     """mmdet model from its bundled config, randomly initialised (``init_weights`` after seeding); returns
     (model, cfg). Needs ``make mmdet``."""
@@ -529,6 +534,7 @@ def provenance(device, args, image_dir: Path, n_unique: int) -> dict:
         "image_dir": str(image_dir),
         "repeats": args.repeats,
         "fixed_dets": args.fixed_dets,
+        "seed": SEED,
         "timestamp": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "protocol": "batch 1; first `warmup` images untimed; synchronize around each forward; preprocessing "
                     "outside the timer; H2D copy, NMS, mask paste at original size (>=0.5) and D2H copy inside",

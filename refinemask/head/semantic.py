@@ -45,7 +45,7 @@ class SemanticHead(nn.Module):
     def forward(self, p2: Tensor) -> tuple[Tensor, Tensor | None]:
         x = p2
         for conv in self.convs:
-            x = F.relu(conv(x))
+            x = F.relu_(conv(x))  # in place on the fresh conv output
         return x, (self.logits(x) if self.logits is not None else None)
 
 

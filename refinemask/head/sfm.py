@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["FUSIONS", "MultiBranchFusion", "ConvFusion", "build_fusion", "SFM", "SimpleSFM", "init_conv"]
+__all__ = ["FUSIONS", "MultiBranchFusion", "ConvFusion", "build_fusion", "SFM", "SimpleSFM", "cat_channels", "init_conv"]
 
 #: names accepted by :func:`build_fusion` (Table 4 rows + the faster head's averaged variant)
 FUSIONS = ("conv1x1", "conv3x3", "parallel3x3", "sfm", "sfm_avg")
@@ -63,9 +63,11 @@ class MultiBranchFusion(nn.Module):
                 init_conv(m)
 
     def forward(self, x: Tensor) -> Tensor:
-        y = F.relu(self.branches[0](x))
+        y = F.relu_(self.branches[0](x))
         for b in self.branches[1:]:
-            y = y + F.relu(b(x))
+            z = F.relu_(b(x))
+            # in place without autograd (saves one (N, C, S, S) allocation per branch); autograd keeps y for ReLU
+            y = y + z if y.requires_grad else y.add_(z)
         if self.global_avg:
             y = y + F.avg_pool2d(x, x.shape[-1])
         return self.merge(y)
@@ -140,25 +142,83 @@ class SFM(nn.Module):
             if hasattr(self, name):
                 init_conv(getattr(self, name))
 
-    def forward(
-        self, x: Tensor, instance_logits: Tensor, sem_feats: Tensor | None = None, sem_masks: Tensor | None = None
+    def _fuse(
+        self, x: Tensor, m: Tensor, sem_feats: Tensor | None, sem_masks: Tensor | None
     ) -> Tensor:
-        m = instance_logits.sigmoid() if self.mask_use_sigmoid else instance_logits
+        """ReLU(transform_out(ReLU(fusion(ReLU(fuse_in(concat))))) at s×s: (N, C_k/2 − n_masks, s, s)."""
         parts = [x]
         if self.with_semantic:
-            parts.append(F.relu(self.semantic_out(sem_feats)))
+            parts.append(F.relu_(self.semantic_out(sem_feats)))
         parts.append(m)
         if self.with_semantic:
             parts.append(sem_masks)
-        f = F.relu(self.fuse_in(torch.cat(parts, dim=1)))
-        f = F.relu(self.fusion(f))
-        f = F.relu(self.transform_out(f))
-        f = F.relu(F.interpolate(f, scale_factor=2, mode="bilinear", align_corners=False))
+        # ReLUs in place on fresh conv / interpolate outputs (their backward needs inputs only): no extra buffers
+        f = F.relu_(self.fuse_in(cat_channels(parts)))
+        f = F.relu_(self.fusion(f))
+        return F.relu_(self.transform_out(f))
+
+    def _masks(self, instance_logits: Tensor, sem_masks: Tensor | None) -> tuple[Tensor, Tensor | None]:
+        m = instance_logits.sigmoid() if self.mask_use_sigmoid else instance_logits
+        return m, (sem_masks if self.with_semantic else None)
+
+    def forward(
+        self, x: Tensor, instance_logits: Tensor, sem_feats: Tensor | None = None, sem_masks: Tensor | None = None
+    ) -> Tensor:
+        m, q = self._masks(instance_logits, sem_masks)
+        f = self._fuse(x, m, sem_feats, q)
+        f = F.relu_(F.interpolate(f, scale_factor=2, mode="bilinear", align_corners=False))
         size = f.shape[-2:]
         extra = [F.interpolate(m, size=size, mode="bilinear", align_corners=True)]
         if self.with_semantic:
-            extra.append(F.interpolate(sem_masks, size=size, mode="bilinear", align_corners=True))
-        return torch.cat([f] + extra, dim=1)
+            extra.append(F.interpolate(q, size=size, mode="bilinear", align_corners=True))
+        return cat_channels([f] + extra)
+
+    def forward_logits(
+        self,
+        x: Tensor,
+        instance_logits: Tensor,
+        sem_feats: Tensor | None,
+        sem_masks: Tensor | None,
+        weight: Tensor,
+        bias: Tensor,
+    ) -> Tensor:
+        """Per-RoI 1×1 classifier row applied to :meth:`forward`'s output, without building F^{k+1} at 2s×2s.
+
+        ``weight`` (N, C_k/2) and ``bias`` (N,) are each RoI's row of the next stage's classifier; returns its
+        logits (N, 2s, 2s), equal to ``einsum("nchw,nc->nhw", forward(...), weight) + bias`` up to float32
+        rounding. Exact because everything after the last ReLU is linear: Up(g) ≥ 0 for g ≥ 0 (bilinear weights are
+        non-negative), so the outer ReLU is the identity, and a 1×1 conv commutes with bilinear upsampling (weights
+        sum to 1). The classifier is therefore applied at s×s — one channel upsampled instead of C_k/2 − 2.
+        """
+        m, q = self._masks(instance_logits, sem_masks)
+        g = self._fuse(x, m, sem_feats, q)
+        cg = g.shape[1]
+        feat = torch.einsum("nchw,nc->nhw", g, weight[:, :cg])[:, None]
+        masks = m * weight[:, cg, None, None, None]
+        if self.with_semantic:
+            masks = masks + q * weight[:, cg + 1, None, None, None]
+        size = (2 * g.shape[-2], 2 * g.shape[-1])
+        out = F.interpolate(feat, size=size, mode="bilinear", align_corners=False)
+        out = out + F.interpolate(masks, size=size, mode="bilinear", align_corners=True)
+        return out[:, 0] + bias[:, None, None]
+
+
+def cat_channels(parts: Sequence[Tensor]) -> Tensor:
+    """``torch.cat(parts, dim=1)`` in channels-last when any part is channels-last.
+
+    ``torch.cat`` returns NCHW unless every input suggests channels-last, and a 1-channel mask (N, 1, s, s) always
+    suggests NCHW; the next conv (channels-last weights) would then copy the whole concatenation back. Here the
+    single-channel parts are given channels-last strides first (a copy of N·s² values). Differentiable.
+    """
+    if any(p.dim() == 4 and p.shape[1] > 1 and p.is_contiguous(memory_format=torch.channels_last)
+           and not p.is_contiguous() for p in parts):
+        parts = [
+            torch.empty_like(p, memory_format=torch.channels_last).copy_(p)
+            if (p.shape[1] == 1 and p.stride(1) != 1) or not p.is_contiguous(memory_format=torch.channels_last)
+            else p
+            for p in parts
+        ]
+    return torch.cat(parts, dim=1)
 
 
 class SimpleSFM(nn.Module):
@@ -186,9 +246,9 @@ class SimpleSFM(nn.Module):
 
     def forward(self, x: Tensor, instance_logits: Tensor, sem_feats: Tensor, upsample: bool = True) -> Tensor:
         m = instance_logits.sigmoid()
-        f = F.relu(self.fuse_in(torch.cat([x, sem_feats, m], dim=1)))
-        f = F.relu(self.fusion(f))
-        f = F.relu(self.transform_out(f))
+        f = F.relu_(self.fuse_in(torch.cat([x, sem_feats, m], dim=1)))
+        f = F.relu_(self.fusion(f))
+        f = F.relu_(self.transform_out(f))
         f = torch.cat([f, m], dim=1)
         if upsample:
             f = F.interpolate(f, scale_factor=2, mode="bilinear", align_corners=False)

@@ -370,7 +370,7 @@ class HTCMaskBranch(MaskBranch):
         x = self.pooler(features, boxes)
         if self.fuse_semantic and SEMANTIC_KEY in features:
             x = x + self.semantic_pooler(features, boxes)
-        return x
+        return self.inference_layout(x)
 
     def stage_logits(self, x: Tensor, stage: int) -> Tensor:
         """Training forward of head ``stage`` (mmdet ``_mask_forward(training=True)``): heads 0..stage−1 give the

@@ -65,6 +65,6 @@ class FCNMaskBranch(MaskBranch):
         boxes: Sequence[Tensor],
         labels: Sequence[Tensor],
     ) -> Tensor:
-        x = self.pooler(features, boxes)
+        x = self.inference_layout(self.pooler(features, boxes))
         x = F.relu(self.deconv(self.convs(x)))
         return self.predictor(x)

@@ -451,7 +451,7 @@ class PointRendBranch(MaskBranch):
         labels: Sequence[Tensor],
     ) -> Tensor:
         """Coarse logits (N, C or 1, 7, 7)."""
-        return self.mask_head(self.coarse_features(features, boxes))
+        return self.mask_head(self.inference_layout(self.coarse_features(features, boxes)))
 
     # -- training ----------------------------------------------------------------------------------------------
     def forward_train(

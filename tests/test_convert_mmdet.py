@@ -104,7 +104,8 @@ def test_load_from_file_and_functional_equivalence(mmdet_sd, model, tmp_path):
     mb = model.roi_heads.mask_branch
     with torch.no_grad():
         ours = mb.predictor(torch.relu(mb.deconv(mb.convs(x))))
-    torch.testing.assert_close(ours, ref)
+    # unit-variance random weights grow activations to ~1e10: float32 reordering (NHWC convs) is relative to that
+    torch.testing.assert_close(ours, ref, rtol=0, atol=1e-5 * float(ref.abs().max()))
 
 
 def test_errors_name_the_keys(mmdet_sd, model, tmp_path):

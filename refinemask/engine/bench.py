@@ -498,6 +498,23 @@ def bench_runner(runner: Runner, images, n_timed: int, warmup: int, device, repe
     return res
 
 
+def count_gmacs(runner: Runner, image) -> float:
+    """Multiply-accumulates (×1e9) of one forward of ``runner`` on ``image`` (untimed).
+
+    Counted by ``torch.utils.flop_counter.FlopCounterMode`` (convolutions, transposed convolutions, matrix products:
+    the ops CPU inference time is bound by; RoIAlign, NMS, interpolation and the paste have no FLOP formula there
+    and count 0). FLOPs / 2 = MACs. Depends on the detections (``--fixed-dets`` makes it fixed per image).
+    """
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    x = runner.prepare(image)
+    counter = FlopCounterMode(display=False)
+    with torch.no_grad(), counter:
+        runner.forward(x)
+    return counter.get_total_flops() / 2e9
+
+
 def _device_name(device) -> str:
     import torch
 
@@ -582,6 +599,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--compare", default="", help=f"comma-separated: {','.join(COMPARE_CHOICES)}, mmdet:<mmdet config "
                    "name> (e.g. mmdet:point-rend_r50-caffe_fpn_ms-1x_coco), and/or preset names, timed in the same run "
                    "with their latency ratio to --preset")
+    p.add_argument("--flops", action="store_true",
+                   help="also count each model's GMACs on the first timed image (one extra untimed forward; "
+                        "torch.utils.flop_counter) and report the GMAC ratio beside the latency ratio")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     p.add_argument("--out", type=Path, default=None, help="also write the JSON object to this file")
 
@@ -650,6 +670,8 @@ def run(args: argparse.Namespace) -> int:
             log.info("bench: %s — %d warm-up + %d timed images × %d repeat(s) on %s", runner.name, args.warmup,
                      n_timed, args.repeats, dev)
             results.append(bench_runner(runner, images, n_timed, args.warmup, device, args.repeats, baseline))
+            if getattr(args, "flops", False):
+                results[-1].info["gmacs"] = round(count_gmacs(runner, images[args.warmup % len(images)]), 3)
         finally:
             runner.cleanup()
             del runner
@@ -677,6 +699,9 @@ def run(args: argparse.Namespace) -> int:
         obj["compare"] = {label: {**r.as_dict(), "latency_ratio": r.as_dict()["latency_ms_mean"]
                                   / main_res["latency_ms_mean"]}
                           for (label, _), r in zip(builders[1:], results[1:])}
+        if "gmacs" in main_res:
+            for c in obj["compare"].values():
+                c["gmac_ratio"] = c["gmacs"] / main_res["gmacs"]
     text = json.dumps(obj, indent=2, default=str)
     if args.out is not None:
         args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -689,18 +714,23 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _table(results: list[BenchResult], obj: dict) -> str:
+    flops = all("gmacs" in r.info for r in results)
     lines = [f"device: {obj['device']} ({obj['device_name']}), torch {obj['torch']}, {obj['torch_threads']} threads, "
              f"batch 1, fp32, {obj['warmup']} warm-up + {obj['images']} timed images"
              + (f", fixed_dets={obj['fixed_dets']}" if obj["fixed_dets"] else ""),
              "",
-             "| model | fps | latency p50 (ms) | p90 (ms) | mean latency / first row's | peak memory (MiB) | dets/img |",
-             "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+             "| model | fps | latency p50 (ms) | p90 (ms) | mean latency / first row's | peak memory (MiB) | dets/img |"
+             + (" GMACs | GMACs / first row's |" if flops else ""),
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: |" + (" ---: | ---: |" if flops else "")]
     ref = results[0].as_dict()["latency_ms_mean"]
     for r in results:
         d = r.as_dict()
         mem = "n/a" if d["peak_memory_mb"] is None else f"{d['peak_memory_mb']:.0f}"
-        lines.append(f"| {r.name} | {d['fps']:.3f} | {d['latency_ms_p50']:.1f} | {d['latency_ms_p90']:.1f} | "
-                     f"{d['latency_ms_mean'] / ref:.2f} | {mem} | {d['dets_per_image_mean']:.1f} |")
+        row = (f"| {r.name} | {d['fps']:.3f} | {d['latency_ms_p50']:.1f} | {d['latency_ms_p90']:.1f} | "
+               f"{d['latency_ms_mean'] / ref:.2f} | {mem} | {d['dets_per_image_mean']:.1f} |")
+        if flops:
+            row += f" {d['gmacs']:.1f} | {d['gmacs'] / results[0].info['gmacs']:.2f} |"
+        lines.append(row)
     return "\n".join(lines)
 
 

@@ -81,6 +81,38 @@ def test_bench_runner_with_fake_runner_counts_dets_and_memory():
     assert d["memory_kind"] == "process_rss_peak_above_baseline"
 
 
+def test_interleaved_timing_rotates_models_and_keeps_prepare_outside_the_timer():
+    import torch
+
+    clock = FakeClock()
+    calls = []
+
+    def make(name, cost):
+        def prepare(img):
+            clock.t += 100.0  # preprocessing: must not be timed
+            return img
+
+        def forward(x):
+            calls.append((name, x))
+            clock.t += cost * (2.0 if x == "slow" else 1.0)  # a slow image slows every model alike
+            return 3
+
+        return bench.Runner(name, prepare, forward, info={})
+
+    runners = [make("a", 1.0), make("b", 2.5), make("c", 4.0)]
+    res = bench.bench_interleaved(runners, ["w", "x", "slow", "y"], n_timed=3, warmup=1, device=torch.device("cpu"),
+                                  repeats=2, clock=clock)
+    assert [r.name for r in res] == ["a", "b", "c"]
+    assert calls[:3] == [("a", "w"), ("b", "w"), ("c", "w")]  # warm-up, untimed
+    timed = calls[3:]
+    assert [n for n, _ in timed[:9]] == ["a", "b", "c", "b", "c", "a", "c", "a", "b"]  # order rotates per image
+    assert [x for _, x in timed[::3]] == ["x", "slow", "y", "x", "slow", "y"]  # each image seen by all, twice
+    for r, cost in zip(res, (1.0, 2.5, 4.0)):
+        assert r.times == [cost, 2 * cost, cost] * 2 and r.dets == [3, 3, 3]
+        assert len(r.info["fps_per_repeat"]) == 2 and r.peak_memory_mb is None
+    assert sum(res[1].times) / sum(res[0].times) == pytest.approx(2.5)
+
+
 def test_fixed_dets_hook_topk():
     import torch
 
@@ -121,6 +153,17 @@ def test_real_tiny_cpu_run_json(capsys, tmp_path):
     # --flops: RefineMask's semantic head and SFM stages cost more multiply-accumulates than Mask R-CNN's FCN head
     assert rm["gmacs"] > obj["model"]["gmacs"] > 0 and tv["gmacs"] > 0
     assert rm["gmac_ratio"] == pytest.approx(rm["gmacs"] / obj["model"]["gmacs"]) and rm["gmac_ratio"] > 1.2
+
+
+def test_real_tiny_interleaved_run(capsys):
+    rc = bench.main(["--preset", "mask_rcnn_r50_fpn_1x_coco", "--device", "cpu", "--images", "2", "--warmup", "0",
+                     "--fixed-dets", "5", "--scale", "320,192", "--compare", "refinemask_r50_fpn_1x_coco",
+                     "--interleave"])
+    assert rc == 0
+    table = capsys.readouterr().out
+    rows = [l for l in table.splitlines() if l.startswith("| mask_rcnn") or l.startswith("| refinemask")]
+    assert len(rows) == 2 and rows[0].split("|")[5].strip() == "1.00"
+    assert all(r.split("|")[6].strip() == "n/a" for r in rows)  # no peak memory with every model resident
 
 
 def test_count_gmacs_counts_multiply_accumulates():

@@ -498,6 +498,47 @@ def bench_runner(runner: Runner, images, n_timed: int, warmup: int, device, repe
     return res
 
 
+def bench_interleaved(runners: Sequence[Runner], images, n_timed: int, warmup: int, device, repeats: int = 1,
+                      clock: Callable[[], float] = time.perf_counter) -> list[BenchResult]:
+    """Time several resident models image by image (``rmbench bench --interleave``).
+
+    Each runner first runs its ``warmup`` images untimed; then for every timed image every runner runs once —
+    ``prepare`` outside the timer, ``synchronize → forward → synchronize`` inside — with the order rotating by one
+    per image, so a slow-down of a shared machine (other tenants, clock changes) falls on all models alike and the
+    latency ratios stay comparable. The timed image sequence is repeated ``repeats`` times. Peak memory is not
+    measured (every model is resident); use the sequential mode for it.
+    """
+    import torch
+
+    if n_timed < 1 or warmup < 0 or repeats < 1:
+        raise ValueError(f"need n_timed >= 1, warmup >= 0, repeats >= 1; got {n_timed}, {warmup}, {repeats}")
+    cuda = device.type == "cuda"
+    sync = (lambda: torch.cuda.synchronize(device)) if cuda else (lambda: None)
+    for r in runners:
+        for i in range(warmup):
+            r.forward(r.prepare(images[i % len(images)]))
+    times: list[list[float]] = [[] for _ in runners]
+    dets: list[list[int]] = [[] for _ in runners]
+    n = len(runners)
+    for j in range(n_timed * repeats):
+        image = images[(warmup + j % n_timed) % len(images)]
+        for k in ((j + t) % n for t in range(n)):
+            x = runners[k].prepare(image)
+            sync()
+            t0 = clock()
+            dets[k].append(runners[k].forward(x))
+            sync()
+            times[k].append(clock() - t0)
+    results = []
+    for k, r in enumerate(runners):
+        res = BenchResult(r.name, times[k], dets[k][-n_timed:], None, "not measured (--interleave)", dict(r.info))
+        if repeats > 1:
+            res.info["fps_per_repeat"] = [summarize(times[k][i * n_timed:(i + 1) * n_timed])["fps"]
+                                          for i in range(repeats)]
+        results.append(res)
+    return results
+
+
 def count_gmacs(runner: Runner, image) -> float:
     """Multiply-accumulates (×1e9) of one forward of ``runner`` on ``image`` (untimed).
 
@@ -551,6 +592,7 @@ def provenance(device, args, image_dir: Path, n_unique: int) -> dict:
         "image_dir": str(image_dir),
         "repeats": args.repeats,
         "fixed_dets": args.fixed_dets,
+        "interleaved": bool(getattr(args, "interleave", False)),
         "seed": SEED,
         "timestamp": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "protocol": "batch 1; first `warmup` images untimed; synchronize around each forward; preprocessing "
@@ -599,6 +641,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--compare", default="", help=f"comma-separated: {','.join(COMPARE_CHOICES)}, mmdet:<mmdet config "
                    "name> (e.g. mmdet:point-rend_r50-caffe_fpn_ms-1x_coco), and/or preset names, timed in the same run "
                    "with their latency ratio to --preset")
+    p.add_argument("--interleave", action="store_true",
+                   help="keep every compared model resident and time them image by image in rotating order, so "
+                        "that drift on a shared machine hits all alike (robust latency ratios; no peak memory)")
     p.add_argument("--flops", action="store_true",
                    help="also count each model's GMACs on the first timed image (one extra untimed forward; "
                         "torch.utils.flop_counter) and report the GMAC ratio beside the latency ratio")
@@ -663,21 +708,39 @@ def run(args: argparse.Namespace) -> int:
     for c in compare:  # mmdet:<config name>, e.g. mmdet:point-rend_r50-caffe_fpn_ms-1x_coco
         if c.startswith("mmdet:"):
             builders.append((c, lambda c=c: mmdet_runner(device, args.fixed_dets, scale, c.split(":", 1)[1])))
-    for label, build in builders:
-        log.info("bench: building %s", label)
-        runner = build()
+    if getattr(args, "interleave", False):
+        runners = []
         try:
-            log.info("bench: %s — %d warm-up + %d timed images × %d repeat(s) on %s", runner.name, args.warmup,
-                     n_timed, args.repeats, dev)
-            results.append(bench_runner(runner, images, n_timed, args.warmup, device, args.repeats, baseline))
+            for label, build in builders:
+                log.info("bench: building %s", label)
+                runners.append(build())
+            log.info("bench: %d models interleaved — %d warm-up + %d timed images × %d repeat(s) on %s",
+                     len(runners), args.warmup, n_timed, args.repeats, dev)
+            results = bench_interleaved(runners, images, n_timed, args.warmup, device, args.repeats)
             if getattr(args, "flops", False):
-                results[-1].info["gmacs"] = round(count_gmacs(runner, images[args.warmup % len(images)]), 3)
+                for r, res in zip(runners, results):
+                    res.info["gmacs"] = round(count_gmacs(r, images[args.warmup % len(images)]), 3)
         finally:
-            runner.cleanup()
-            del runner
+            for r in reversed(runners):  # undo monkeypatches (mmdet's fixed-dets hook) in reverse order
+                r.cleanup()
+            del runners
             gc.collect()
-            if device.type == "cuda":
-                torch.cuda.empty_cache()
+    else:
+        for label, build in builders:
+            log.info("bench: building %s", label)
+            runner = build()
+            try:
+                log.info("bench: %s — %d warm-up + %d timed images × %d repeat(s) on %s", runner.name, args.warmup,
+                         n_timed, args.repeats, dev)
+                results.append(bench_runner(runner, images, n_timed, args.warmup, device, args.repeats, baseline))
+                if getattr(args, "flops", False):
+                    results[-1].info["gmacs"] = round(count_gmacs(runner, images[args.warmup % len(images)]), 3)
+            finally:
+                runner.cleanup()
+                del runner
+                gc.collect()
+                if device.type == "cuda":
+                    torch.cuda.empty_cache()
 
     main_res = results[0].as_dict()
     obj = {

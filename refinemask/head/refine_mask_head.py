@@ -13,10 +13,13 @@ loss ``loss_mask`` = Σ λ_k L_k with full-mask BCE for stages 0–1 and the BAR
 ``loss_semantic`` = BCE of Y against the union of GT masks. Inference: Eq. 5–6 merge from stage 1 (28×28) with
 boundary width 1 → σ at 112×112, pasted by the trunk.
 
-Speed: only the label channel of every stage's classifier is computed (a per-RoI dot product with the gathered
-weight row, identical to slicing the K-channel output); the three stages' whole-map semantic 1×1 transforms run as
-one convolution; each stage pools its semantic features and the semantic mask with one batched RoIAlign over all
-images; RoIs are processed in chunks of 100 at inference (official ``interval``), never one by one.
+Speed (none of it changes the computed function; tests compare against the official head and the plain layout):
+only the label channel of every stage's classifier is computed (a per-RoI dot product with the gathered weight
+row, identical to slicing the K-channel output); the three stages' whole-map semantic 1×1 transforms run as one
+convolution; each stage pools its semantic features and the semantic mask with one batched RoIAlign over all
+images; the last SFM applies the final classifier at 56×56 before upsampling (:meth:`SFM.forward_logits`); at
+inference every conv runs channels-last (``MaskBranch.inference_layout``) with ReLUs in place; RoIs are processed
+in chunks of 100 at inference (official ``interval``), never one by one.
 """
 
 from __future__ import annotations

@@ -45,13 +45,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.models.detection._utils import BalancedPositiveNegativeSampler, BoxCoder
-from torchvision.ops import box_iou, clip_boxes_to_image
+from torchvision.ops import clip_boxes_to_image
 
 from refinemask.config import BoxHeadConfig, Preset
 from refinemask.detection.mask_branch import MaskBranch, mask_bce_loss, select_class_channel
 from refinemask.detection.poolers import MultiLevelRoIAlign
-from refinemask.detection.roi_heads import TwoFCBoxHead, multiclass_nms
-from refinemask.detection.rpn import ASSIGN_NEGATIVE, max_iou_assign
+from refinemask.detection.roi_heads import TwoFCBoxHead, assign_and_sample, multiclass_nms
 from refinemask.presets_baselines import HTC_SEMANTIC_MODES, STUFF_ROOT_ENV, HTCConfig
 
 try:  # benchmark hook of the trunk (RoIHeads.fixed_dets); keep HTC importable without it
@@ -525,36 +524,11 @@ class HTCRoIHeads(nn.Module):
         """
         thr = self.htc.stage_iou_thrs[stage]
         coder = self.box_coders[stage]
-        out = []
-        for props, t in zip(proposals, targets):
-            gt_boxes = t["boxes"].to(props)
-            gt_labels = t["labels"].to(device=props.device, dtype=torch.long)
-            g = gt_boxes.shape[0]
-            assigned = max_iou_assign(box_iou(gt_boxes, props), thr, thr, thr)
-            is_gt = torch.zeros(props.shape[0], dtype=torch.bool, device=props.device)
-            if self.cfg.add_gt_as_proposals and g > 0:
-                props = torch.cat([gt_boxes, props], dim=0)
-                assigned = torch.cat([torch.arange(g, device=props.device), assigned])
-                is_gt = torch.cat([torch.ones(g, dtype=torch.bool, device=props.device), is_gt])
-            lab = torch.full_like(assigned, -1, dtype=torch.float32)
-            lab[assigned == ASSIGN_NEGATIVE] = 0.0
-            lab[assigned >= 0] = 1.0
-            pos_mask, neg_mask = self.sampler([lab])
-            pos = torch.nonzero(pos_mask[0]).squeeze(1)
-            neg = torch.nonzero(neg_mask[0]).squeeze(1)
-            idx = torch.cat([pos, neg])
-            npos = pos.numel()
-            boxes = props[idx]
-            matched = assigned[idx].clone()
-            matched[npos:] = -1
-            labels = torch.full((idx.numel(),), self.num_classes, dtype=torch.long, device=props.device)
-            labels[:npos] = gt_labels[matched[:npos]]
-            reg = torch.zeros_like(boxes)
-            if npos > 0:
-                reg[:npos] = coder.encode_single(gt_boxes[matched[:npos]], boxes[:npos])
-            flags = is_gt[idx].clone()
-            flags[npos:] = False
-            out.append((boxes, matched, labels, reg, flags))
+        out = [
+            assign_and_sample(props, t["boxes"].to(props), t["labels"].to(device=props.device, dtype=torch.long),
+                              self.sampler, coder, self.num_classes, (thr, thr, thr), self.cfg.add_gt_as_proposals)
+            for props, t in zip(proposals, targets)
+        ]
         return [list(x) for x in zip(*out)] if out else [[], [], [], [], []]
 
     @torch.no_grad()

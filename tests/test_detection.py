@@ -329,3 +329,26 @@ def test_mask_branch_protocol():
     loss = branch.forward_train(feats, [(64, 64)] * 2, boxes, labels, gt, idx)["loss_mask"]
     ref = torch.nn.functional.binary_cross_entropy_with_logits(logits[[0, 1, 2], [4, 0, 2]], torch.ones(3, 28, 28))
     assert torch.allclose(loss, ref, atol=1e-6)
+
+
+def test_assign_and_sample_by_hand():
+    """The shared RoI sampler (trunk and HTC stages): GT prepended, IoU ≥ 0.5 positive, < 0.5 negative."""
+    from torchvision.models.detection._utils import BalancedPositiveNegativeSampler, BoxCoder
+
+    from refinemask.detection.roi_heads import assign_and_sample
+
+    gt = torch.tensor([[0.0, 0.0, 10.0, 10.0], [20.0, 20.0, 40.0, 40.0]])
+    props = torch.tensor([[0.0, 0.0, 10.0, 12.0],     # IoU 0.83 with GT 0 → positive
+                          [50.0, 50.0, 60.0, 60.0],   # no overlap → negative
+                          [20.0, 20.0, 30.0, 30.0]])  # IoU 0.25 with GT 1 → negative
+    sampler = BalancedPositiveNegativeSampler(512, 0.25)  # takes every row here
+    coder = BoxCoder((10.0, 10.0, 5.0, 5.0))
+    boxes, matched, labels, reg, is_gt = assign_and_sample(props, gt, torch.tensor([3, 7]), sampler, coder, 80,
+                                                            (0.5, 0.5, 0.5), True)
+    assert boxes.shape == (5, 4)
+    assert matched.tolist() == [0, 1, 0, -1, -1]  # positives first (GT 0, GT 1, proposal 0), then negatives
+    assert labels.tolist() == [3, 7, 3, 80, 80] and is_gt.tolist() == [True, True, False, False, False]
+    assert torch.equal(boxes[:2], gt) and torch.equal(reg[:2], torch.zeros(2, 4)) and torch.equal(reg[3:], torch.zeros(2, 4))
+    torch.testing.assert_close(reg[2], coder.encode_single(gt[:1], props[:1])[0])
+    _, m2, _, _, g2 = assign_and_sample(props, gt, torch.tensor([3, 7]), sampler, coder, 80, (0.5, 0.5, 0.5), False)
+    assert m2.tolist() == [0, -1, -1] and not g2.any()

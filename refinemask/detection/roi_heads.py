@@ -25,7 +25,8 @@ from .mask_branch import MaskBranch
 from .poolers import MultiLevelRoIAlign
 from .rpn import ASSIGN_NEGATIVE, max_iou_assign
 
-__all__ = ["BoxHeadConfig", "TwoFCBoxHead", "RoIHeads", "fast_rcnn_loss", "multiclass_nms", "topk_detections"]
+__all__ = ["BoxHeadConfig", "TwoFCBoxHead", "RoIHeads", "assign_and_sample", "fast_rcnn_loss", "multiclass_nms",
+           "topk_detections"]
 
 
 class TwoFCBoxHead(nn.Module):
@@ -118,6 +119,55 @@ def topk_detections(boxes: Tensor, scores: Tensor, n: int) -> tuple[Tensor, Tens
     return boxes.reshape(-1, 4)[idx], top, idx % c
 
 
+@torch.no_grad()
+def assign_and_sample(
+    props: Tensor,
+    gt_boxes: Tensor,
+    gt_labels: Tensor,
+    sampler: BalancedPositiveNegativeSampler,
+    box_coder: BoxCoder,
+    num_classes: int,
+    iou_thrs: tuple[float, float, float],
+    add_gt_as_proposals: bool = True,
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """One image's RoI sampling: mmdet ``MaxIoUAssigner`` + ``RandomSampler`` (the trunk and every HTC stage).
+
+    Args:
+        props: (P, 4) proposals, input pixels. gt_boxes: (G, 4). gt_labels: (G,) in [0, C).
+        iou_thrs: (pos_iou_thr, neg_iou_thr, min_pos_iou). add_gt_as_proposals: prepend the GT boxes.
+    Returns:
+        boxes (K, 4) positives first; matched GT index (K,) (−1 for background); labels (K,) (background = C);
+        regression targets (K, 4) encoded with ``box_coder``; is_gt (K,) bool (positive rows that are GT boxes,
+        mmdet ``pos_is_gt``).
+    """
+    g = gt_boxes.shape[0]
+    assigned = max_iou_assign(box_iou(gt_boxes, props), *iou_thrs)
+    is_gt = torch.zeros(props.shape[0], dtype=torch.bool, device=props.device)
+    if add_gt_as_proposals and g > 0:
+        props = torch.cat([gt_boxes, props], dim=0)
+        assigned = torch.cat([torch.arange(g, device=props.device), assigned])
+        is_gt = torch.cat([torch.ones(g, dtype=torch.bool, device=props.device), is_gt])
+    lab = torch.full_like(assigned, -1, dtype=torch.float32)
+    lab[assigned == ASSIGN_NEGATIVE] = 0.0
+    lab[assigned >= 0] = 1.0
+    pos_mask, neg_mask = sampler([lab])
+    pos = torch.nonzero(pos_mask[0]).squeeze(1)
+    neg = torch.nonzero(neg_mask[0]).squeeze(1)
+    idx = torch.cat([pos, neg])
+    npos = pos.numel()
+    boxes = props[idx]
+    matched = assigned[idx].clone()
+    matched[npos:] = -1
+    labels = torch.full((idx.numel(),), num_classes, dtype=torch.long, device=props.device)
+    labels[:npos] = gt_labels[matched[:npos]]
+    reg = torch.zeros_like(boxes)
+    if npos > 0:
+        reg[:npos] = box_coder.encode_single(gt_boxes[matched[:npos]], boxes[:npos])
+    flags = is_gt[idx].clone()
+    flags[npos:] = False
+    return boxes, matched, labels, reg, flags
+
+
 class RoIHeads(nn.Module):
     """Box head + optional mask branch.
 
@@ -174,28 +224,11 @@ class RoIHeads(nn.Module):
         cfg = self.cfg
         out_boxes, out_matched, out_labels, out_reg = [], [], [], []
         for props, t in zip(proposals, targets):
-            gt_boxes = t["boxes"].to(props)
-            gt_labels = t["labels"].to(device=props.device, dtype=torch.long)
-            g = gt_boxes.shape[0]
-            assigned = max_iou_assign(box_iou(gt_boxes, props), cfg.pos_iou_thr, cfg.neg_iou_thr, cfg.min_pos_iou)
-            if cfg.add_gt_as_proposals and g > 0:
-                props = torch.cat([gt_boxes, props], dim=0)
-                assigned = torch.cat([torch.arange(g, device=props.device), assigned])
-            lab = torch.full_like(assigned, -1, dtype=torch.float32)
-            lab[assigned == ASSIGN_NEGATIVE] = 0.0
-            lab[assigned >= 0] = 1.0
-            pos_mask, neg_mask = self.sampler([lab])
-            pos = torch.nonzero(pos_mask[0]).squeeze(1)
-            neg = torch.nonzero(neg_mask[0]).squeeze(1)
-            idx = torch.cat([pos, neg])
-            boxes = props[idx]
-            matched = assigned[idx].clone()
-            matched[pos.numel():] = -1
-            labels = torch.full((idx.numel(),), self.num_classes, dtype=torch.long, device=props.device)
-            labels[: pos.numel()] = gt_labels[matched[: pos.numel()]]
-            reg = torch.zeros_like(boxes)
-            if pos.numel() > 0:
-                reg[: pos.numel()] = self.box_coder.encode_single(gt_boxes[matched[: pos.numel()]], boxes[: pos.numel()])
+            boxes, matched, labels, reg, _ = assign_and_sample(
+                props, t["boxes"].to(props), t["labels"].to(device=props.device, dtype=torch.long), self.sampler,
+                self.box_coder, self.num_classes, (cfg.pos_iou_thr, cfg.neg_iou_thr, cfg.min_pos_iou),
+                cfg.add_gt_as_proposals,
+            )
             out_boxes.append(boxes)
             out_matched.append(matched)
             out_labels.append(labels)

@@ -592,7 +592,7 @@ def provenance(device, args, image_dir: Path, n_unique: int) -> dict:
         "image_dir": str(image_dir),
         "repeats": args.repeats,
         "fixed_dets": args.fixed_dets,
-        "interleaved": bool(getattr(args, "interleave", False)),
+        "interleaved": bool(args.interleave),
         "seed": SEED,
         "timestamp": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "protocol": "batch 1; first `warmup` images untimed; synchronize around each forward; preprocessing "
@@ -708,7 +708,7 @@ def run(args: argparse.Namespace) -> int:
     for c in compare:  # mmdet:<config name>, e.g. mmdet:point-rend_r50-caffe_fpn_ms-1x_coco
         if c.startswith("mmdet:"):
             builders.append((c, lambda c=c: mmdet_runner(device, args.fixed_dets, scale, c.split(":", 1)[1])))
-    if getattr(args, "interleave", False):
+    if args.interleave:
         runners = []
         try:
             for label, build in builders:
@@ -717,7 +717,7 @@ def run(args: argparse.Namespace) -> int:
             log.info("bench: %d models interleaved — %d warm-up + %d timed images × %d repeat(s) on %s",
                      len(runners), args.warmup, n_timed, args.repeats, dev)
             results = bench_interleaved(runners, images, n_timed, args.warmup, device, args.repeats)
-            if getattr(args, "flops", False):
+            if args.flops:
                 for r, res in zip(runners, results):
                     res.info["gmacs"] = round(count_gmacs(r, images[args.warmup % len(images)]), 3)
         finally:
@@ -733,7 +733,7 @@ def run(args: argparse.Namespace) -> int:
                 log.info("bench: %s — %d warm-up + %d timed images × %d repeat(s) on %s", runner.name, args.warmup,
                          n_timed, args.repeats, dev)
                 results.append(bench_runner(runner, images, n_timed, args.warmup, device, args.repeats, baseline))
-                if getattr(args, "flops", False):
+                if args.flops:
                     results[-1].info["gmacs"] = round(count_gmacs(runner, images[args.warmup % len(images)]), 3)
             finally:
                 runner.cleanup()

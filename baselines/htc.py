@@ -48,10 +48,10 @@ from torchvision.models.detection._utils import BalancedPositiveNegativeSampler,
 from torchvision.ops import clip_boxes_to_image
 
 from refinemask.config import BoxHeadConfig, Preset
-from refinemask.detection.mask_branch import MaskBranch, mask_bce_loss, select_class_channel
+from refinemask.detection.mask_branch import MaskBranch, RoIBatch, mask_bce_loss, select_class_channel
 from refinemask.detection.poolers import MultiLevelRoIAlign
 from refinemask.detection.roi_heads import TwoFCBoxHead, assign_and_sample, multiclass_nms
-from refinemask.presets_baselines import HTC_SEMANTIC_MODES, STUFF_ROOT_ENV, HTCConfig
+from baselines.presets import HTC_SEMANTIC_MODES, STUFF_ROOT_ENV, HTCConfig
 
 try:  # benchmark hook of the trunk (RoIHeads.fixed_dets); keep HTC importable without it
     from refinemask.detection.roi_heads import topk_detections
@@ -72,7 +72,6 @@ __all__ = [
     "cascade_box_loss",
     "thing_semantic_labels",
     "semantic_targets",
-    "resolve_stuff_root",
     "stuff_map_path",
     "load_stuff_map",
     "check_stuff_maps",
@@ -237,12 +236,6 @@ def semantic_targets(
     return F.interpolate(batch, size=tuple(int(s) for s in out_size), mode="nearest")[:, 0].to(torch.long)
 
 
-def resolve_stuff_root(cfg: HTCConfig) -> Path | None:
-    """``cfg.stuff_root``, else ``$RMBENCH_COCO_STUFF``, else None."""
-    root = cfg.stuff_root or os.environ.get(STUFF_ROOT_ENV)
-    return Path(root) if root else None
-
-
 def stuff_map_path(root: str | os.PathLike, file_name: str) -> Path:
     """``<root>/<image stem>.png`` (COCO-stuff ``stuffthingmaps`` naming)."""
     return Path(root) / (Path(file_name).stem + ".png")
@@ -273,7 +266,7 @@ def check_stuff_maps(cfg: HTCConfig) -> Path:
         FileNotFoundError: no folder configured, or it does not exist (the message names the field and the
             env variable, and the presets that need no COCO-stuff).
     """
-    root = resolve_stuff_root(cfg)
+    root = cfg.stuff_dir()
     if root is None or not root.is_dir():
         where = f"{root} does not exist" if root is not None else "none is configured"
         raise FileNotFoundError(
@@ -391,22 +384,23 @@ class HTCMaskBranch(MaskBranch):
             out.append(logits)
         return out
 
-    def forward(self, features, image_shapes, boxes, labels) -> Tensor:
-        return self.stage_logits(self.mask_features(features, boxes), len(self.mask_head) - 1)
+    def forward(self, rois: RoIBatch) -> Tensor:
+        return self.stage_logits(self.mask_features(rois.features, rois.boxes), len(self.mask_head) - 1)
 
-    def forward_train(self, features, image_shapes, boxes, labels, gt_masks, matched_idxs,
-                      stage: int | None = None) -> dict[str, Tensor]:
+    def forward_train(self, rois: RoIBatch, stage: int | None = None) -> dict[str, Tensor]:
         """``{"loss_mask"}`` of head ``stage`` (unweighted by the stage weight; BCE on the GT class, 28×28)."""
         stage = len(self.mask_head) - 1 if stage is None else stage
-        logits = self.stage_logits(self.mask_features(features, boxes), stage)
-        tgt = self.targets(boxes, gt_masks, matched_idxs).to(logits.device)
+        labels = rois.labels
+        logits = self.stage_logits(self.mask_features(rois.features, rois.boxes), stage)
+        tgt = self.targets(rois.boxes, rois.gt_masks, rois.matched_idxs).to(logits.device)
         lab = torch.cat(list(labels)).to(logits.device) if labels else logits.new_zeros(0, dtype=torch.long)
         return {"loss_mask": mask_bce_loss(logits, tgt, lab)}
 
     @torch.no_grad()
-    def predict(self, features, image_shapes, boxes, labels) -> Tensor:
+    def predict(self, rois: RoIBatch) -> Tensor:
         """(n, 28, 28): mean over the stages of σ(predicted-class logits)."""
-        x = self.mask_features(features, boxes)
+        labels = rois.labels
+        x = self.mask_features(rois.features, rois.boxes)
         if x.shape[0] == 0:
             return x.new_zeros((0, self.mask_size, self.mask_size))
         lab = torch.cat(list(labels)).to(x.device)
@@ -581,8 +575,8 @@ class HTCRoIHeads(nn.Module):
                 boxes, matched, labels, _, _ = self.sample(t, next_props, targets)
             pos = [m >= 0 for m in matched]
             mask_loss = self.mask_branch.forward_train(
-                feats, image_sizes, [b[p] for b, p in zip(boxes, pos)], [lab[p] for lab, p in zip(labels, pos)],
-                gt_masks, [m[p] for m, p in zip(matched, pos)], stage=t,
+                RoIBatch(feats, [b[p] for b, p in zip(boxes, pos)], [lab[p] for lab, p in zip(labels, pos)],
+                         gt_masks, [m[p] for m, p in zip(matched, pos)]), stage=t,
             )["loss_mask"]
             losses[f"s{t}.loss_mask"] = w * mask_loss
             if t < htc.num_stages - 1:
@@ -623,20 +617,20 @@ class HTCRoIHeads(nn.Module):
             feats[SEMANTIC_KEY] = semantic
         det_boxes = [r["boxes"] for r in results]
         det_labels = [r["labels"] for r in results]
-        mask_probs = self.mask_branch.predict(feats, image_sizes, det_boxes, det_labels)
+        mask_probs = self.mask_branch.predict(RoIBatch(feats, det_boxes, det_labels))
         for r, m in zip(results, mask_probs.split([len(b) for b in det_boxes])):
             r["mask_probs"] = m
         return results
 
 
 def build_htc_roi_heads(preset: Preset) -> HTCRoIHeads:
-    """``ROI_HEAD_BUILDERS["htc"]``: HTC RoI heads for ``preset`` (``mask_head_cfg`` an :class:`HTCConfig`).
+    """HTC RoI heads for ``preset`` (``mask_head_cfg`` an :class:`HTCConfig`; registered by ``baselines/__init__.py``).
 
     Raises:
         TypeError: ``mask_head_cfg`` is not an :class:`HTCConfig`. ValueError: unknown ``semantic`` mode.
         FileNotFoundError: ``semantic="stuff"`` with a ``stuff_root`` that is set but is not a folder.
     """
-    htc = preset.mask_head_cfg if preset.mask_head_cfg is not None else HTCConfig()
+    htc = preset.mask_head_cfg
     if not isinstance(htc, HTCConfig):
         raise TypeError(f"preset {preset.name!r}: mask_head_cfg must be an HTCConfig, got {type(htc).__name__}")
     if htc.semantic == "stuff" and htc.stuff_root is not None and not Path(htc.stuff_root).is_dir():

@@ -41,9 +41,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from refinemask.config import Preset  # imported before presets_baselines: config merges the preset modules
-from refinemask.detection.mask_branch import MaskBranch, mask_bce_loss, select_class_channel
-from refinemask.presets_baselines import POINT_REND_VARIANTS, PointRendConfig
+from refinemask.config import Preset
+from refinemask.detection.mask_branch import MaskBranch, RoIBatch, mask_bce_loss, select_class_channel
+from baselines.presets import POINT_REND_VARIANTS, PointRendConfig
 
 __all__ = [
     "PointRendConfig",
@@ -443,30 +443,18 @@ class PointRendBranch(MaskBranch):
         coarse = point_sample(coarse_logits, rel_points)
         return self.point_head(fine, coarse)
 
-    def forward(
-        self,
-        features: dict[str, Tensor],
-        image_shapes: Sequence[tuple[int, int]],
-        boxes: Sequence[Tensor],
-        labels: Sequence[Tensor],
-    ) -> Tensor:
+    def forward(self, rois: RoIBatch) -> Tensor:
         """Coarse logits (N, C or 1, 7, 7)."""
-        return self.mask_head(self.inference_layout(self.coarse_features(features, boxes)))
+        return self.mask_head(self.inference_layout(self.coarse_features(rois.features, rois.boxes)))
 
     # -- training ----------------------------------------------------------------------------------------------
-    def forward_train(
-        self,
-        features: dict[str, Tensor],
-        image_shapes: Sequence[tuple[int, int]],
-        boxes: Sequence[Tensor],
-        labels: Sequence[Tensor],
-        gt_masks: Sequence[Tensor],
-        matched_idxs: Sequence[Tensor],
-    ) -> dict[str, Tensor]:
+    def forward_train(self, rois: RoIBatch) -> dict[str, Tensor]:
         """``loss_mask`` (7×7 coarse BCE) + ``loss_point`` (196 points per RoI), mmdet ``_mask_forward_train`` +
         ``_mask_point_forward_train``."""
+        features, boxes, labels = rois.features, rois.boxes, rois.labels
+        gt_masks, matched_idxs = rois.gt_masks, rois.matched_idxs
         cfg = self.cfg
-        coarse = self(features, image_shapes, boxes, labels)
+        coarse = self(rois)
         lab = torch.cat(list(labels)).to(coarse.device) if labels else coarse.new_zeros(0, dtype=torch.long)
         if coarse.shape[0] == 0:
             zero = sum(p.sum() for p in self.point_head.parameters()) * 0.0
@@ -492,15 +480,10 @@ class PointRendBranch(MaskBranch):
 
     # -- inference ---------------------------------------------------------------------------------------------
     @torch.no_grad()
-    def predict(
-        self,
-        features: dict[str, Tensor],
-        image_shapes: Sequence[tuple[int, int]],
-        boxes: Sequence[Tensor],
-        labels: Sequence[Tensor],
-    ) -> Tensor:
+    def predict(self, rois: RoIBatch) -> Tensor:
         """(N, 224, 224) foreground probabilities of the predicted class after adaptive subdivision."""
-        coarse = self(features, image_shapes, boxes, labels)
+        features, boxes, labels = rois.features, rois.boxes, rois.labels
+        coarse = self(rois)
         n = coarse.shape[0]
         if n == 0:
             return coarse.new_zeros((0, self.output_size, self.output_size))
@@ -518,12 +501,12 @@ class PointRendBranch(MaskBranch):
 
 
 def build_point_rend_branch(preset: Preset) -> PointRendBranch:
-    """``MASK_BRANCH_BUILDERS["point_rend"]``: the branch for ``preset`` (``mask_head_cfg`` or defaults).
+    """The PointRend branch for ``preset`` (registered for :class:`PointRendConfig` by ``baselines/__init__.py``).
 
     Raises:
         TypeError: ``mask_head_cfg`` is not a :class:`PointRendConfig`. ValueError: unknown variant.
     """
-    cfg = preset.mask_head_cfg if preset.mask_head_cfg is not None else PointRendConfig()
+    cfg = preset.mask_head_cfg
     if not isinstance(cfg, PointRendConfig):
         raise TypeError(f"preset {preset.name!r}: mask_head_cfg must be a PointRendConfig, got {type(cfg).__name__}")
     if preset.mask_class_agnostic and not cfg.class_agnostic:

@@ -139,7 +139,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args) -> int:
-    from refinemask.paths import bundled
+    from eval.paths import bundled
 
     from .io import load_json, write_json
 

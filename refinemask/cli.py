@@ -91,7 +91,7 @@ def _add_cocofy(sub) -> None:
 def cmd_cocofy(args) -> int:
     from eval.lvis_ap import cocofy_lvis_file
 
-    from .paths import bundled
+    from eval.paths import bundled
 
     mapping = args.mapping or bundled("lvis", "coco_to_synset.json")
     s = cocofy_lvis_file(args.input, args.output, mapping)

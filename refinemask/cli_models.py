@@ -170,7 +170,7 @@ def cmd_infer(args) -> int:
     import torch
 
     from eval.io import write_json
-    from refinemask.config import get_preset
+    from refinemask.registry import get_preset
     from refinemask.data import InstanceDataset
     from refinemask.engine.checkpoint import load_checkpoint, load_model_state
     from refinemask.engine.distributed import cleanup_distributed, init_distributed
@@ -244,7 +244,7 @@ def model_table(names: list[str] | None = None) -> list[dict]:
     """One row per preset: name, method, backbone, schedule, dataset, parameters (built on the meta device)."""
     import torch
 
-    from refinemask.config import get_preset
+    from refinemask.registry import get_preset
     from refinemask.engine.inference import run_info
     from refinemask.models import build_model, count_parameters, list_presets
 

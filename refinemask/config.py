@@ -1,12 +1,10 @@
-"""Named presets: one frozen dataclass per paper table row, kept in a plain dict (no registry).
+"""The schemas of a preset: frozen dataclasses, plain data (no torch import, no preset values).
 
-Every value mirrors the official mmdetection-2.3 / RefineMask configs (model-spec §1.1, §2.1, §2.9, §3) and the
-paper (Sec. 4: Table 1 COCO 1×/2×/3×-ms, Table 9 LVIS v1.0, Table 11 Cityscapes). Variants are made with
-``dataclasses.replace``; other engineers add RefineMask / PointRend / HTC presets by adding entries whose
-``mask_head`` names their branch (see ``refinemask.models.MASK_BRANCH_BUILDERS``).
-
-This module is plain data (no torch import): ``refinemask.detection`` reads :class:`RPNConfig` and
-:class:`BoxHeadConfig` from here, and tools can list presets cheaply.
+A :class:`Preset` is one trainable/evaluable configuration (a paper table row); its mask branch is chosen by the
+class of its ``mask_head_cfg`` (:class:`MaskHeadConfig` subclasses). The presets themselves are built in
+``refinemask/presets/`` (one module per family) and ``baselines/presets.py``, and looked up through
+``refinemask.registry`` (``get_preset``). Values mirror the official mmdetection-2.3 / RefineMask configs
+(docs/models.md) and the paper (Sec. 4).
 
 Units: scales are (long side, short side) in pixels, mmdet's ``img_scale`` order; learning rates are for the
 reference batch ``Schedule.batch_size`` (16 images unless stated) — scale linearly with ``Schedule.lr_for_batch``.
@@ -14,11 +12,13 @@ reference batch ``Schedule.batch_size`` (16 images unless stated) — scale line
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import ClassVar
 
 __all__ = [
-    "RPNConfig", "BoxHeadConfig", "Schedule", "Preset", "PRESETS",
-    "SCHEDULE_1X", "SCHEDULE_2X", "SCHEDULE_3X", "get_preset",
+    "RPNConfig", "BoxHeadConfig", "Schedule", "Preset", "MaskHeadConfig", "FCNMaskConfig", "RefineMaskConfig",
+    "SCHEDULE_1X", "SCHEDULE_2X", "SCHEDULE_3X", "REFINEMASK_HEADS", "REFINEMASK_FUSIONS", "preset_dict",
 ]
 
 
@@ -100,8 +100,142 @@ SCHEDULE_1X = Schedule(epochs=12, lr_steps=(8, 11))
 SCHEDULE_2X = Schedule(epochs=24, lr_steps=(16, 22))
 SCHEDULE_3X = Schedule(epochs=36, lr_steps=(27, 33))  # mmdet mstrain 3x (paper Table 1 ‡ rows)
 
-#: mmdet LVIS v1 multi-scale: short side ∈ {640, 672, …, 800}, long ≤ 1333, one value drawn per image
-_MS_640_800_VALUES = tuple((1333, s) for s in range(640, 801, 32))
+
+
+@dataclass(frozen=True)
+class MaskHeadConfig:
+    """Base class of every mask-branch config: the config's **class** selects the branch that is built.
+
+    ``refinemask.registry`` maps each subclass to a builder ``(preset) -> MaskBranch`` (or, when
+    :attr:`replaces_roi_heads`, to a builder of whole RoI heads, as HTC's cascade needs). The model package
+    registers :class:`FCNMaskConfig` and :class:`RefineMaskConfig`; plug-in packages (``baselines``) register
+    their own subclasses when imported.
+
+    Class attributes:
+        kind: short name of the branch (``"fcn"``, ``"refinemask"``, ``"point_rend"``, ``"htc"``), shown as
+            ``Preset.mask_head`` and in provenance.
+        method: the method's name in the paper's tables (``"Mask R-CNN"``, ``"RefineMask"``, ...).
+        replaces_roi_heads: True when the builder makes the RoI heads as a whole (HTC), not just a mask branch.
+    """
+
+    kind: ClassVar[str] = ""
+    method: ClassVar[str] = ""
+    replaces_roi_heads: ClassVar[bool] = False
+
+    def data_needs(self, preset_name: str) -> tuple[Path | None, bool]:
+        """What the training data must add for this branch: (a per-image semantic label-map folder or None,
+        whether crowd masks are needed). Default: nothing. HTC's config overrides it.
+
+        Raises:
+            ValueError: the data the branch needs is not configured (the message names the fix).
+        """
+        return None, False
+
+
+@dataclass(frozen=True)
+class FCNMaskConfig(MaskHeadConfig):
+    """Mask R-CNN's FCN mask head (mmdet ``FCNMaskHead``; docs/models.md "Mask R-CNN").
+
+    Attributes:
+        num_convs / conv_dim: 4 × [3×3 conv 256 + ReLU]. roi_size: 14 (logits at 2 · roi_size = 28).
+        loss_weight: 1.0 (BCE on the GT-class channel).
+    """
+
+    kind: ClassVar[str] = "fcn"
+    method: ClassVar[str] = "Mask R-CNN"
+    num_convs: int = 4
+    conv_dim: int = 256
+    roi_size: int = 14
+    loss_weight: float = 1.0
+
+
+#: head variants: the paper's ``RefineMaskHead`` and the official "faster and better" ``SimpleRefineMaskHead``
+REFINEMASK_HEADS = ("original", "simple")
+#: fusion blocks (paper Table 4 rows + the faster head's averaged SFM); see ``refinemask.head.sfm.build_fusion``
+REFINEMASK_FUSIONS = ("conv1x1", "conv3x3", "parallel3x3", "sfm", "sfm_avg")
+
+
+@dataclass(frozen=True)
+class RefineMaskConfig(MaskHeadConfig):
+    """Hyper-parameters of the RefineMask mask branch (official ``RefineMaskHead`` + ``RefineCrossEntropyLoss``).
+
+    Attributes:
+        head: ``"original"`` (paper, §2.2–2.7) or ``"simple"`` (faster and better, §2.8).
+        num_instance_convs / num_semantic_convs: 2 / 4 (3×3, 256 channels, ReLU).
+        channels: width of the instance path at 14×14 (256; halved by every SFM).
+        roi_size: RoIAlign output for the instance features (14).
+        stage_sizes: output size of every supervised stage (``stage_sup_size``): (14, 28, 56, 112) = the initial
+            mask + 3 refinement stages (3 SFMs). Must start at ``roi_size`` and double. Table 3: 1–4 SFMs.
+        stage_loss_weights: λ per stage (``stage_instance_loss_weight``; paper 0.25, 0.5, 0.75, 1.0).
+        class_agnostic: every stage predicts one mask channel.
+        last_stage_class_agnostic: only the last stage is class-agnostic (LVIS, ``stage_num_classes[-1] == 1``).
+        fusion / dilations: SFM fusion block (Table 4) and its dilations (1, 3, 5).
+        semantic_head: Table 5 switch; False removes the semantic head, semantic features/masks and loss.
+        semantic_loss_weight: 1.0. semantic_stride: 4 (P2).
+        mask_use_sigmoid: SFMs receive σ of the instance/semantic logits (True in every official config).
+        bar: boundary-aware refinement (Table 7 switch). False: every stage is supervised on the full mask and
+            inference uses the last stage's output alone.
+        start_stage: last stage with a full-mask loss (1 → BAR on stages 2, 3); inference merges from it.
+        boundary_width_train / boundary_width_test: d̂ = 2 in training (Table 13), 1 at inference.
+        boundary_threshold: 0.1 = official code rule ``clamp(D, 0)/K² > 0.1``; 0.0 = appendix A.1 rule D > 0.
+        pre_upsample_last_stage: simple head only; False computes the last logits at 56 and upsamples them.
+        test_chunk_size: RoIs per mask-head call at inference (official ``interval=100``).
+    """
+
+    kind: ClassVar[str] = "refinemask"
+    method: ClassVar[str] = "RefineMask"
+    head: str = "original"
+    num_instance_convs: int = 2
+    num_semantic_convs: int = 4
+    channels: int = 256
+    roi_size: int = 14
+    stage_sizes: tuple[int, ...] = (14, 28, 56, 112)
+    stage_loss_weights: tuple[float, ...] = (0.25, 0.5, 0.75, 1.0)
+    class_agnostic: bool = False
+    last_stage_class_agnostic: bool = False
+    fusion: str = "sfm"
+    dilations: tuple[int, ...] = (1, 3, 5)
+    semantic_head: bool = True
+    semantic_loss_weight: float = 1.0
+    semantic_stride: int = 4
+    mask_use_sigmoid: bool = True
+    bar: bool = True
+    start_stage: int = 1
+    boundary_width_train: int = 2
+    boundary_width_test: int = 1
+    boundary_threshold: float = 0.1
+    pre_upsample_last_stage: bool = True
+    test_chunk_size: int = 100
+
+    def __post_init__(self) -> None:
+        if self.head not in REFINEMASK_HEADS:
+            raise ValueError(f"RefineMaskConfig.head must be one of {REFINEMASK_HEADS}, got {self.head!r}")
+        if self.fusion not in REFINEMASK_FUSIONS:
+            raise ValueError(f"RefineMaskConfig.fusion must be one of {REFINEMASK_FUSIONS}, got {self.fusion!r}")
+        sizes = tuple(self.stage_sizes)
+        if len(sizes) < 2 or sizes[0] != self.roi_size or any(b != 2 * a for a, b in zip(sizes, sizes[1:])):
+            raise ValueError(f"stage_sizes must start at roi_size={self.roi_size} and double, got {sizes}")
+        if len(self.stage_loss_weights) != len(sizes):
+            raise ValueError(f"{len(self.stage_loss_weights)} stage_loss_weights for {len(sizes)} stages")
+        if self.channels // 2 ** (len(sizes) - 1) < 4:
+            raise ValueError(f"{self.channels} channels cannot be halved {len(sizes) - 1} times")
+        if not 0 <= self.start_stage < len(sizes):
+            raise ValueError(f"start_stage {self.start_stage} out of range for {len(sizes)} stages")
+        if self.boundary_width_train < 1 or self.boundary_width_test < 1:
+            raise ValueError("boundary widths must be >= 1")
+        if self.head == "simple" and not self.semantic_head:
+            raise ValueError("the simple head always has semantic features (semantic_head=True)")
+
+    @property
+    def num_refine_stages(self) -> int:
+        """Number of SFMs / refinement stages (3 by default)."""
+        return len(self.stage_sizes) - 1
+
+    @property
+    def output_size(self) -> int:
+        """Resolution of the final mask (112 by default)."""
+        return self.stage_sizes[-1]
+
 
 
 @dataclass(frozen=True)
@@ -116,12 +250,9 @@ class Preset:
         backbone_style / norm / frozen_stages: see ``ResNetFPN`` (mmdet: pytorch, BN eval + trainable γ/β, 1).
         pretrained: ``"imagenet"`` = torchvision IMAGENET1K_V1 weights of ``backbone`` (mmdet
             ``torchvision://resnet50``); loaded by the caller with ``load_backbone_weights``.
-        mask_head: which mask branch (``"fcn"`` = Mask R-CNN, ``"refinemask"``, ``"point_rend"``); a key of
-            ``refinemask.models.MASK_BRANCH_BUILDERS``.
-        mask_head_cfg: the branch's own frozen config dataclass (e.g. RefineMask's stages, fusion, BAR switches),
-            or None for the branch's defaults.
-        roi_head: ``"standard"`` (one box head + a mask branch) or ``"htc"`` (HTC's cascade replaces the RoI
-            heads as a whole); a key of ``refinemask.models.ROI_HEAD_BUILDERS``.
+        mask_head_cfg: the branch's frozen config, a :class:`MaskHeadConfig` subclass whose class selects the
+            branch (:class:`FCNMaskConfig` = Mask R-CNN, :class:`RefineMaskConfig`, baselines' PointRend / HTC
+            configs); see ``refinemask.registry``. ``mask_head`` / ``roi_head`` are derived from it.
         mask_class_agnostic: one mask channel instead of C.
         schedule: :class:`Schedule`.
         train_scales / multiscale_mode: (long, short) candidates; ``"value"`` picks one, ``"range"`` draws
@@ -142,9 +273,7 @@ class Preset:
     norm: str = "bn_eval"
     frozen_stages: int = 1
     pretrained: str = "imagenet"
-    mask_head: str = "fcn"
-    mask_head_cfg: object | None = None
-    roi_head: str = "standard"
+    mask_head_cfg: MaskHeadConfig = field(default_factory=FCNMaskConfig)
     mask_class_agnostic: bool = False
     schedule: Schedule = SCHEDULE_1X
     train_scales: tuple[tuple[int, int], ...] = ((1333, 800),)
@@ -157,6 +286,26 @@ class Preset:
     oversample_thr: float | None = None
     paper_ref: str = ""
     notes: str = ""
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.mask_head_cfg, MaskHeadConfig):
+            raise TypeError(f"preset {self.name!r}: mask_head_cfg must be a MaskHeadConfig (FCNMaskConfig, "
+                            f"RefineMaskConfig, ...), got {type(self.mask_head_cfg).__name__}")
+
+    @property
+    def mask_head(self) -> str:
+        """Kind of mask branch (``"fcn"``, ``"refinemask"``, ``"point_rend"``, ``"htc"``), from the config class."""
+        return self.mask_head_cfg.kind
+
+    @property
+    def roi_head(self) -> str:
+        """``"standard"`` (box head + a mask branch) or the kind of RoI heads that replace them as a whole."""
+        return self.mask_head_cfg.kind if self.mask_head_cfg.replaces_roi_heads else "standard"
+
+    @property
+    def method(self) -> str:
+        """The method's name in the paper's tables (``"Mask R-CNN"``, ``"RefineMask"``, ...)."""
+        return self.mask_head_cfg.method
 
     @property
     def score_thresh(self) -> float:
@@ -173,109 +322,15 @@ class Preset:
         return self.schedule.base_lr
 
 
-_COCO_R50_1X = Preset(
-    name="mask_rcnn_r50_fpn_1x_coco",
-    dataset="coco_2017",
-    num_classes=80,
-    paper_ref="Table 1/2 Mask R-CNN R50-FPN 1x (AP 34.7, AP* 36.8)",
-    notes="mmdet configs/mask_rcnn/mask_rcnn_r50_fpn_1x_coco.py (spec §1.1, §3).",
-)
+def preset_dict(*presets: Preset) -> dict[str, Preset]:
+    """``{preset.name: preset}`` in the given order.
 
-PRESETS: dict[str, Preset] = {
-    p.name: p
-    for p in (
-        _COCO_R50_1X,
-        replace(
-            _COCO_R50_1X,
-            name="mask_rcnn_r50_fpn_2x_coco",
-            schedule=SCHEDULE_2X,
-            paper_ref="Table 1 Mask R-CNN R50-FPN 2x (AP 35.4, AP* 37.7)",
-            notes="mmdet mask_rcnn_r50_fpn_2x_coco.py: 24 epochs, steps 16/22.",
-        ),
-        replace(
-            _COCO_R50_1X,
-            name="mask_rcnn_r101_fpn_1x_coco",
-            backbone="resnet101",
-            paper_ref="Table 1 Mask R-CNN R101-FPN 1x (AP 36.1, AP* 38.4)",
-            notes="mmdet mask_rcnn_r101_fpn_1x_coco.py (depth 101, torchvision://resnet101).",
-        ),
-        replace(
-            _COCO_R50_1X,
-            name="mask_rcnn_r101_fpn_2x_coco",
-            backbone="resnet101",
-            schedule=SCHEDULE_2X,
-            paper_ref="Table 1 Mask R-CNN R101-FPN 2x (AP 36.6, AP* 39.3)",
-            notes="mmdet mask_rcnn_r101_fpn_2x_coco.py.",
-        ),
-        replace(
-            _COCO_R50_1X,
-            name="mask_rcnn_x101_fpn_3x_ms_coco",
-            backbone="resnext101_64x4d",
-            schedule=SCHEDULE_3X,
-            train_scales=((1333, 640), (1333, 800)),
-            multiscale_mode="range",
-            paper_ref="Table 1 Mask R-CNN X101-FPN 3x multi-scale [640, 800] (AP 39.4, AP* 41.8)",
-            notes=(
-                "Paper: 3x schedule, multi-scale short side range [640, 800]; schedule as mmdet's mstrain 3x "
-                "(36 epochs, steps 27/33). ResNeXt-101 64x4d: mmdet used open-mmlab://resnext101_64x4d "
-                "weights; we load torchvision's resnext101_64x4d IMAGENET1K_V1 (same architecture, "
-                "different ImageNet recipe)."
-            ),
-        ),
-        Preset(
-            name="mask_rcnn_r50_fpn_1x_lvis",
-            dataset="lvis_v1",
-            num_classes=1203,
-            train_scales=_MS_640_800_VALUES,
-            multiscale_mode="value",
-            roi=BoxHeadConfig(score_thresh=1e-4, detections_per_img=300),
-            sampler="class_balanced",
-            oversample_thr=1e-3,
-            paper_ref="Table 9 Mask R-CNN R50-FPN 1x on LVIS v1.0 val (AP 22.1, APr 10.1, APc 21.7, APf 30.0)",
-            notes=(
-                "LVIS v1.0 (paper Table 9) -> 1203 classes; mmdet 2.3's LVIS-v1 baseline config says 1230 "
-                "(the v0.5 count, a bug; spec §8). mmdet mask_rcnn_r50_fpn_sample1e-3_mstrain_1x_lvis_v1: "
-                "ClassBalancedDataset oversample_thr 1e-3, short side in {640..800 step 32}, "
-                "score_thr 1e-4, 300 dets/img."
-            ),
-        ),
-        Preset(
-            name="mask_rcnn_r50_fpn_cityscapes",
-            dataset="cityscapes",
-            num_classes=8,
-            schedule=Schedule(epochs=8, lr_steps=(7,), base_lr=0.01, batch_size=8, dataset_repeat=8),
-            train_scales=((2048, 800), (2048, 1024)),
-            multiscale_mode="range",
-            test_scale=(2048, 1024),
-            roi=BoxHeadConfig(loss_bbox="smooth_l1", smooth_l1_beta=1.0),
-            paper_ref="Table 11 Mask R-CNN R50-FPN Cityscapes val (AP 33.8, APS 12.0, APM 31.5, APL 51.8)",
-            notes=(
-                "Paper: 64 epochs on fine annotations, multi-scale short side [800, 1024]. mmdet/RefineMask "
-                "Cityscapes configs: RepeatDataset x8 of 8 epochs, step [7], lr 0.01 for 8 GPUs x 1 image "
-                "(samples_per_gpu=1; the GPU count of the paper run is not stated), test (2048, 1024), box loss "
-                "SmoothL1 beta 1. mmdet's own Cityscapes Mask R-CNN starts from a COCO checkpoint; we start "
-                "from ImageNet like RefineMask's config (load_from=None). No grad clipping (the RefineMask "
-                "Cityscapes config clips at 35)."
-            ),
-        ),
-    )
-}
-
-
-# The other models' presets are plain data too, kept beside their owners' code and merged here so PRESETS
-# stays the one dict of names: RefineMask (Tables 1, 3-9, 11, 13) and the PointRend / HTC baselines (Tables 2, 8).
-from refinemask.presets_refinemask import REFINEMASK_PRESETS  # noqa: E402
-from refinemask.presets_baselines import BASELINE_PRESETS  # noqa: E402
-
-for _name, _preset in {**REFINEMASK_PRESETS, **BASELINE_PRESETS}.items():
-    if _name in PRESETS or _name != _preset.name:
-        raise RuntimeError(f"preset {_name!r} is defined twice or under another name")
-    PRESETS[_name] = _preset
-
-
-def get_preset(name: str) -> Preset:
-    """Preset by name. Raises KeyError listing the known presets."""
-    try:
-        return PRESETS[name]
-    except KeyError:
-        raise KeyError(f"unknown preset {name!r}; known presets: {', '.join(sorted(PRESETS))}") from None
+    Raises:
+        ValueError: two presets share a name.
+    """
+    out: dict[str, Preset] = {}
+    for p in presets:
+        if p.name in out:
+            raise ValueError(f"preset {p.name!r} is defined twice")
+        out[p.name] = p
+    return out

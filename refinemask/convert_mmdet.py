@@ -54,7 +54,7 @@ def _r(pattern: str, repl: Callable[[re.Match], str] | str) -> _Rule:
     return re.compile(pattern), f
 
 
-#: Mask R-CNN ``FCNMaskHead`` → ``baselines.mask_rcnn.FCNMaskBranch`` (ReLUs interleave our ``convs``).
+#: Mask R-CNN ``FCNMaskHead`` → ``refinemask.detection.FCNMaskBranch`` (ReLUs interleave our ``convs``).
 FCN_MASK_RULES: list[_Rule] = [
     _r(r"^roi_head\.mask_head\.convs\.(\d+)\.conv\.(weight|bias)$",
        lambda m: f"roi_heads.mask_branch.convs.{2 * int(m.group(1))}.{m.group(2)}"),

@@ -153,7 +153,7 @@ def evaluate_bundled_predictions(gt: dict, gt_path: Path, lvis_gt: dict, lvis_gt
     from eval.io import load_json
     from eval.output import provenance, write_evaluation
 
-    from .paths import bundled
+    from eval.paths import bundled
 
     preds, preds_lvis = bundled("golden", "preds_A.json"), bundled("golden", "preds_A_lvis.json")
     ev = InstanceSegEvaluator(gt, lvis_gt, params=EvalParams(), gt_path=gt_path, lvis_gt_path=lvis_gt_path)
@@ -180,7 +180,7 @@ def run_demo(out: str | Path, train: bool = True, overfit_iters: int = 30) -> Pa
     from eval.output import metrics_markdown, provenance
     from eval.region_study import compare_variants_to_paper
 
-    from .paths import bundled
+    from eval.paths import bundled
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

@@ -1,72 +1,56 @@
 """Build a detector from a named preset: ``build_model("mask_rcnn_r50_fpn_1x_coco")``.
 
-``MASK_BRANCH_BUILDERS`` maps ``Preset.mask_head`` to a function ``(preset) -> MaskBranch``. Baseline branches
-live in the top-level ``baselines`` package, which depends on ``refinemask.detection``; to keep ``refinemask``
-importable without ``baselines`` (and free of import cycles) their builders import lazily.
+The mask branch is chosen by the **class** of ``preset.mask_head_cfg`` through :mod:`refinemask.registry`: this
+module registers the model package's own branches (:class:`~refinemask.config.FCNMaskConfig` → Mask R-CNN's FCN
+head, :class:`~refinemask.config.RefineMaskConfig` → RefineMask); ``import baselines`` registers PointRend and HTC.
 """
 
 from __future__ import annotations
 
 import os
-from typing import Callable
 
 from torch import nn
 
-from refinemask.config import PRESETS, Preset, get_preset
+from refinemask.config import FCNMaskConfig, Preset, RefineMaskConfig
 from refinemask.detection import (
     DetectionTransform,
-    MaskBranch,
     ResNetFPN,
     RegionProposalNetwork,
     RoIHeads,
     TwoStageDetector,
+    build_fcn_branch,
     load_backbone_weights,
 )
+from refinemask.head import build_refinemask_branch
+from refinemask.registry import (
+    MASK_BRANCH_BUILDERS,
+    ROI_HEAD_BUILDERS,
+    get_preset,
+    list_presets,
+    register_mask_branch,
+)
 
-__all__ = ["MASK_BRANCH_BUILDERS", "ROI_HEAD_BUILDERS", "build_model", "list_presets", "count_parameters"]
+__all__ = ["build_model", "list_presets", "count_parameters"]
 
-
-def _fcn_branch(p: Preset) -> MaskBranch:
-    from baselines.mask_rcnn import FCNMaskBranch
-
-    return FCNMaskBranch(p.num_classes, class_agnostic=p.mask_class_agnostic)
-
-
-def _refinemask_branch(p: Preset) -> MaskBranch:
-    from refinemask.head import build_refinemask_branch
-
-    return build_refinemask_branch(p)
-
-
-def _point_rend_branch(p: Preset) -> MaskBranch:
-    from baselines.point_rend import build_point_rend_branch
-
-    return build_point_rend_branch(p)
+register_mask_branch(FCNMaskConfig, build_fcn_branch)
+register_mask_branch(RefineMaskConfig, build_refinemask_branch)
 
 
-#: ``Preset.mask_head`` → builder of the mask branch (lazy imports: each lives with its model's code).
-MASK_BRANCH_BUILDERS: dict[str, Callable[[Preset], MaskBranch]] = {
-    "fcn": _fcn_branch,
-    "refinemask": _refinemask_branch,
-    "point_rend": _point_rend_branch,
-}
+def build_roi_heads(p: Preset) -> nn.Module:
+    """The RoI heads of ``p``: the standard box head + the registered mask branch, or registered RoI heads that
+    replace them as a whole (``mask_head_cfg.replaces_roi_heads``, HTC).
 
-
-def _htc_roi_heads(p: Preset) -> nn.Module:
-    from baselines.htc import build_htc_roi_heads
-
-    return build_htc_roi_heads(p)
-
-
-#: ``Preset.roi_head`` → builder of RoI heads that replace the standard ``RoIHeads`` as a whole (HTC).
-ROI_HEAD_BUILDERS: dict[str, Callable[[Preset], nn.Module]] = {
-    "htc": _htc_roi_heads,
-}
-
-
-def list_presets() -> list[str]:
-    """Sorted names of all presets in ``refinemask.config.PRESETS``."""
-    return sorted(PRESETS)
+    Raises:
+        KeyError: no builder is registered for the class of ``p.mask_head_cfg`` (the message names the fix).
+    """
+    cls = type(p.mask_head_cfg)
+    table = ROI_HEAD_BUILDERS if cls.replaces_roi_heads else MASK_BRANCH_BUILDERS
+    if cls not in table:
+        raise KeyError(f"preset {p.name!r}: no builder is registered for {cls.__name__}. Fix: import the package "
+                       f"that defines it (e.g. `import baselines` for PointRend / HTC) before building the model")
+    if cls.replaces_roi_heads:
+        return table[cls](p)
+    return RoIHeads(p.num_classes, mask_branch=table[cls](p), cfg=p.roi)
 
 
 def build_model(preset: str | Preset, *, backbone_weights: str | os.PathLike | None = None) -> TwoStageDetector:
@@ -76,20 +60,13 @@ def build_model(preset: str | Preset, *, backbone_weights: str | os.PathLike | N
         backbone_weights: optional LOCAL torchvision ImageNet state dict loaded with ``load_backbone_weights``.
             Without it the backbone is randomly initialised; callers should log a warning in that case.
     Raises:
-        KeyError: unknown preset name (message lists the known presets) or unknown ``mask_head``.
+        KeyError: unknown preset name (message lists the closest known presets) or no registered builder.
         FileNotFoundError / ValueError: from ``load_backbone_weights``.
     """
     p = get_preset(preset) if isinstance(preset, str) else preset
     backbone = ResNetFPN(p.backbone, norm=p.norm, frozen_stages=p.frozen_stages, style=p.backbone_style)
     rpn = RegionProposalNetwork(cfg=p.rpn)
-    if p.roi_head != "standard":
-        if p.roi_head not in ROI_HEAD_BUILDERS:
-            raise KeyError(f"preset {p.name!r}: unknown roi_head {p.roi_head!r}; known: standard, {sorted(ROI_HEAD_BUILDERS)}")
-        roi_heads = ROI_HEAD_BUILDERS[p.roi_head](p)
-    else:
-        if p.mask_head not in MASK_BRANCH_BUILDERS:
-            raise KeyError(f"preset {p.name!r}: unknown mask_head {p.mask_head!r}; known: {sorted(MASK_BRANCH_BUILDERS)}")
-        roi_heads = RoIHeads(p.num_classes, mask_branch=MASK_BRANCH_BUILDERS[p.mask_head](p), cfg=p.roi)
+    roi_heads = build_roi_heads(p)
     transform = DetectionTransform(
         style=p.backbone_style,
         test_scale=p.test_scale,
@@ -106,7 +83,7 @@ def build_model(preset: str | Preset, *, backbone_weights: str | os.PathLike | N
 def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
     """Number of parameter elements (shared parameters counted once).
 
-    Counts frozen parameters too unless ``trainable_only`` (the convention of model-spec §7); FrozenBN statistics
-    and affine terms are buffers and never counted.
+    Counts frozen parameters too unless ``trainable_only`` (mmdet's convention, docs/models.md "Parameter
+    counts"); FrozenBN statistics and affine terms are buffers and never counted.
     """
     return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)

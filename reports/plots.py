@@ -371,7 +371,7 @@ def demo_plots(demo_dir: str | os.PathLike, out_dir: str | os.PathLike | None = 
     """
     from eval.ceiling import resampled_results
     from eval.io import load_gt, load_json
-    from refinemask.paths import bundled
+    from eval.paths import bundled
 
     from .tables import load_metrics
 

@@ -83,7 +83,7 @@ def check_data(dataset: str, data_root: str | os.PathLike, work_dir: str | os.Pa
     """Check that ``dataset``'s files are under ``data_root``; say what is missing and where it should be."""
     root, work = Path(data_root), Path(work_dir)
     if dataset == "table12":
-        from refinemask.paths import data_dir
+        from eval.paths import data_dir
 
         try:
             d = data_dir()
@@ -179,7 +179,7 @@ class TablePlan:
 def defined_presets() -> set[str] | None:
     """The preset names of ``refinemask.config.PRESETS`` (None if the model side is not installed)."""
     try:
-        from refinemask.config import PRESETS
+        from refinemask.registry import PRESETS
     except ImportError:
         return None
     return set(PRESETS)

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+import baselines  # noqa: F401  (registers the PointRend and HTC presets and builders, as the rmbench CLI does)
+
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT / "data"
 GOLDEN = DATA / "golden"

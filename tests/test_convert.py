@@ -21,8 +21,9 @@ import torchvision
 from torch import nn
 from torchvision.ops import roi_align
 
+from refinemask.detection.mask_branch import RoIBatch
 from refinemask import build_model
-from refinemask.config import get_preset
+from refinemask.registry import get_preset
 from refinemask.convert import (
     convert_mmdet_trunk,
     convert_official_refinemask,
@@ -316,7 +317,7 @@ def test_converted_original_head_reproduces_official_forward_merge_and_loss(agno
     rois, lab = boxes_to_rois(boxes), torch.cat(labels)
     ins = ours.pooler(feats, boxes)
     ref_preds, ref_sem = official(ins, feats["p2"], rois, lab)
-    our_preds, our_sem = ours.forward_stages(feats, [(96, 128)] * 2, boxes, labels)
+    our_preds, our_sem = ours.forward_stages(RoIBatch(feats, boxes, labels))
     assert [tuple(p.shape) for p in our_preds] == [(5, s, s) for s in (14, 28, 56, 112)]
     for a, b in zip(our_preds, ref_preds):
         torch.testing.assert_close(a, b[:, 0], rtol=1e-4, atol=1e-4)
@@ -327,7 +328,7 @@ def test_converted_original_head_reproduces_official_forward_merge_and_loss(agno
 
     assert torch.equal(merge_stage_logits([p[:, 0] for p in ref_preds]), ref_merged[:, 0])
     ours.eval()
-    torch.testing.assert_close(ours(feats, [(96, 128)] * 2, boxes, labels), ref_merged, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(ours(RoIBatch(feats, boxes, labels)), ref_merged, rtol=1e-4, atol=1e-4)
     # multi-stage BAR loss on identical logits / targets
     g = torch.Generator().manual_seed(3)
     targets = [(torch.rand(5, s, s, generator=g) > 0.5).float() for s in (14, 28, 56, 112)]
@@ -349,13 +350,13 @@ def test_converted_simple_head_reproduces_official_forward():
 
     rois, lab = boxes_to_rois(boxes), torch.cat(labels)
     ref_preds = official(ours.pooler(feats, boxes), feats["p2"], rois, lab)
-    our_preds, our_sem = ours.forward_stages(feats, [(96, 128)] * 2, boxes, labels)
+    our_preds, our_sem = ours.forward_stages(RoIBatch(feats, boxes, labels))
     assert our_sem is None
     assert [tuple(p.shape) for p in our_preds] == [(5, s, s) for s in (14, 28, 56, 112)]
     for a, b in zip(our_preds, ref_preds):
         torch.testing.assert_close(a, b[:, 0], rtol=1e-4, atol=1e-4)
     ours.eval()
-    torch.testing.assert_close(ours(feats, [(96, 128)] * 2, boxes, labels), official_test_merge(ref_preds),
+    torch.testing.assert_close(ours(RoIBatch(feats, boxes, labels)), official_test_merge(ref_preds),
                                rtol=1e-4, atol=1e-4)
 
 

@@ -15,9 +15,10 @@ import torch
 import torchvision
 from pycocotools import mask as mask_utils
 
-from baselines.mask_rcnn import FCNMaskBranch
+from refinemask.detection.mask_branch import RoIBatch
+from refinemask.detection import FCNMaskBranch
 from refinemask import build_model, count_parameters, list_presets
-from refinemask.config import PRESETS, get_preset
+from refinemask.registry import PRESETS, get_preset
 from refinemask.detection import (
     MaskBranch,
     MultiLevelRoIAlign,
@@ -320,13 +321,13 @@ def test_mask_branch_protocol():
     feats = {f"p{l}": torch.randn(2, 256, 64 // 2 ** (l - 2), 64 // 2 ** (l - 2)) for l in range(2, 6)}
     boxes = [torch.tensor([[2.0, 3.0, 30.0, 40.0]]), torch.tensor([[0.0, 0.0, 8.0, 8.0], [10.0, 5.0, 60.0, 50.0]])]
     labels = [torch.tensor([4]), torch.tensor([0, 2])]
-    logits = branch(feats, [(64, 64), (64, 64)], boxes, labels)
+    logits = branch(RoIBatch(feats, boxes, labels))
     assert logits.shape == (3, 5, 28, 28)
-    probs = branch.predict(feats, [(64, 64), (64, 64)], boxes, labels)
+    probs = branch.predict(RoIBatch(feats, boxes, labels))
     assert probs.shape == (3, 28, 28) and torch.allclose(probs[2], logits[2, 2].sigmoid())
     gt = [torch.ones(1, 64, 64, dtype=torch.uint8), torch.ones(2, 64, 64, dtype=torch.uint8)]
     idx = [torch.tensor([0]), torch.tensor([0, 1])]
-    loss = branch.forward_train(feats, [(64, 64)] * 2, boxes, labels, gt, idx)["loss_mask"]
+    loss = branch.forward_train(RoIBatch(feats, boxes, labels, gt, idx))["loss_mask"]
     ref = torch.nn.functional.binary_cross_entropy_with_logits(logits[[0, 1, 2], [4, 0, 2]], torch.ones(3, 28, 28))
     assert torch.allclose(loss, ref, atol=1e-6)
 

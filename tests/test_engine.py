@@ -22,7 +22,7 @@ from pycocotools import mask as mask_utils
 from torch import nn
 
 from refinemask import cli
-from refinemask.config import get_preset
+from refinemask.registry import get_preset
 from refinemask.data import (
     DatasetError,
     GroupedBatchSampler,

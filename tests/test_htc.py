@@ -27,7 +27,8 @@ from baselines.htc import (
     thing_semantic_labels,
 )
 from refinemask import build_model, count_parameters
-from refinemask.config import PRESETS, SCHEDULE_1X, SCHEDULE_2X, get_preset
+from refinemask.config import SCHEDULE_1X, SCHEDULE_2X
+from refinemask.registry import PRESETS, get_preset
 from tests.test_point_rend import check_detections, load_real_sample, shrink_for_cpu
 
 # model-spec §7 (mmdet layout, BN γ/β counted) and building blocks
@@ -152,9 +153,9 @@ def test_cascade_resamples_between_stages():
         calls.append((stage, [p.clone() for p in props], [x[0].clone() for x in out]))
         return out
 
-    def mask_train(features, sizes, boxes, labels, gt_masks, matched, stage=None):
-        mask_calls.append((stage, boxes[0].clone(), matched[0].clone()))
-        return orig_train(features, sizes, boxes, labels, gt_masks, matched, stage=stage)
+    def mask_train(rois, stage=None):
+        mask_calls.append((stage, rois.boxes[0].clone(), rois.matched_idxs[0].clone()))
+        return orig_train(rois, stage=stage)
 
     heads.sample, heads.mask_branch.forward_train = sample, mask_train
     _, losses = heads(feats, proposals, [(128, 192)], targets)

@@ -67,7 +67,7 @@ import refinemask
 from refinemask.convert_mmdet import load_mmdet_checkpoint
 from refinemask.detection import rpn as rpn_module
 from refinemask.engine.bench import build_mmdet_model, list_images, load_images
-from refinemask.paths import bundled
+from eval.paths import bundled
 
 pytestmark = pytest.mark.mmdet
 

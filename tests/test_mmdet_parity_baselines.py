@@ -66,7 +66,7 @@ import refinemask
 from baselines.convert import convert_mmdet_htc, convert_mmdet_point_rend
 from refinemask.detection import rpn as rpn_module
 from refinemask.engine.bench import list_images, load_images, mmdet_config_path
-from refinemask.paths import bundled
+from eval.paths import bundled
 
 pytestmark = [pytest.mark.mmdet,
               pytest.mark.filterwarnings("ignore:To copy construct from a tensor:UserWarning")]  # mmdet's paste

@@ -27,8 +27,10 @@ from baselines.point_rend import (
     uncertain_grid_points,
     uncertain_point_coords_with_randomness,
 )
+from refinemask.detection.mask_branch import RoIBatch
 from refinemask import build_model, count_parameters
-from refinemask.config import PRESETS, SCHEDULE_1X, SCHEDULE_2X, SCHEDULE_3X, get_preset
+from refinemask.config import SCHEDULE_1X, SCHEDULE_2X, SCHEDULE_3X
+from refinemask.registry import PRESETS, get_preset
 from refinemask.detection import RoIHeads
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -231,18 +233,18 @@ def test_mmdet_and_detectron2_variants_predict_the_same_masks():
             b.mask_head.fc_logits.weight.normal_(0, 0.01, generator=torch.Generator().manual_seed(1))
     boxes = [torch.tensor([[10.0, 12.0, 120.0, 90.0]]), torch.tensor([[0.0, 0.0, 60.0, 40.0], [50, 20, 200, 150]])]
     labels = [torch.tensor([3]), torch.tensor([0, 5])]
-    p1 = mm.predict(feats, [(128, 192)] * 2, boxes, labels)
-    p2 = d2.predict(feats, [(128, 192)] * 2, boxes, labels)
+    p1 = mm.predict(RoIBatch(feats, boxes, labels))
+    p2 = d2.predict(RoIBatch(feats, boxes, labels))
     assert p1.shape == (3, 224, 224) and ((p1 >= 0) & (p1 <= 1)).all()
     torch.testing.assert_close(p1, p2)
     # mmdet's 28×28 stage (14 skipped, every 28×28 cell recomputed) = point predictions on a regular 28×28 grid
     mm28 = PointRendBranch(6, PointRendConfig(subdivision_steps=2))
     mm28.load_state_dict(mm.state_dict())
     with torch.no_grad():
-        coarse = mm(feats, None, boxes, labels)
+        coarse = mm(RoIBatch(feats, boxes, labels))
         direct = mm.point_logits(feats, boxes, coarse, regular_grid_points(3, 28))
         direct = direct[torch.arange(3), torch.tensor([3, 0, 5])]
-    torch.testing.assert_close(mm28.predict(feats, None, boxes, labels), direct.sigmoid().view(3, 28, 28))
+    torch.testing.assert_close(mm28.predict(RoIBatch(feats, boxes, labels)), direct.sigmoid().view(3, 28, 28))
 
 
 def test_branch_shapes_losses_and_empty_input():
@@ -251,18 +253,18 @@ def test_branch_shapes_losses_and_empty_input():
     branch = PointRendBranch(5)
     boxes = [torch.tensor([[2.0, 3.0, 60.0, 50.0]]), torch.tensor([[0.0, 0.0, 30.0, 30.0], [40.0, 20.0, 150.0, 120.0]])]
     labels = [torch.tensor([4]), torch.tensor([0, 2])]
-    assert branch(feats, [(128, 192)] * 2, boxes, labels).shape == (3, 5, 7, 7)
+    assert branch(RoIBatch(feats, boxes, labels)).shape == (3, 5, 7, 7)
     gt = [torch.zeros(1, 128, 192, dtype=torch.uint8), torch.zeros(2, 128, 192, dtype=torch.uint8)]
     gt[0][0, 10:40, 10:50] = 1
     gt[1][1, 30:100, 50:140] = 1
-    losses = branch.forward_train(feats, [(128, 192)] * 2, boxes, labels, gt, [torch.tensor([0]), torch.tensor([0, 1])])
+    losses = branch.forward_train(RoIBatch(feats, boxes, labels, gt, [torch.tensor([0]), torch.tensor([0, 1])]))
     assert set(losses) == {"loss_mask", "loss_point"} and all(torch.isfinite(v) for v in losses.values())
     sum(losses.values()).backward()
     assert branch.point_head.fcs[0].weight.grad.abs().sum() > 0 and branch.mask_head.fcs[0].weight.grad.abs().sum() > 0
     empty = [torch.zeros(0, 4), torch.zeros(0, 4)]
     no_lab = [torch.zeros(0, dtype=torch.long)] * 2
-    assert branch.predict(feats, [(128, 192)] * 2, empty, no_lab).shape == (0, 224, 224)
-    zero = branch.forward_train(feats, [(128, 192)] * 2, empty, no_lab, gt, no_lab)
+    assert branch.predict(RoIBatch(feats, empty, no_lab)).shape == (0, 224, 224)
+    zero = branch.forward_train(RoIBatch(feats, empty, no_lab, gt, no_lab))
     assert all(float(v.detach()) == 0.0 for v in zero.values())
 
 
@@ -277,9 +279,9 @@ def test_detectron2_variant_trains_on_predicted_boxes():
             heads.box_head.bbox_pred.weight.zero_()
             heads.box_head.bbox_pred.bias.fill_(0.5)  # every RoI regressed by the same deltas
 
-        def spy(features, sizes, boxes, labels, gt_masks, matched, _v=variant):
-            seen[_v] = boxes
-            return {"loss_mask": boxes[0].sum() * 0}
+        def spy(rois, _v=variant):
+            seen[_v] = rois.boxes
+            return {"loss_mask": rois.boxes[0].sum() * 0}
 
         branch.forward_train = spy
         gt = torch.tensor([[20.0, 20.0, 100.0, 90.0]])
@@ -348,7 +350,7 @@ def test_presets_module_can_be_imported_first():
     import subprocess
     import sys
 
-    code = ("import refinemask.presets_baselines as m; from refinemask.config import PRESETS; "
+    code = ("import baselines.presets as m; from refinemask.registry import PRESETS; "
             "assert len(m.BASELINE_PRESETS) >= 17 and all(PRESETS[n] is p for n, p in m.BASELINE_PRESETS.items())")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
 

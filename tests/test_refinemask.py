@@ -22,8 +22,9 @@ import torch.nn.functional as F
 from pycocotools import mask as mask_utils
 
 from eval.boundary import conv_boundary_region, distance_boundary_region, region_iou
+from refinemask.detection.mask_branch import RoIBatch
 from refinemask import build_model, count_parameters
-from refinemask.config import PRESETS, get_preset
+from refinemask.registry import PRESETS, get_preset
 from refinemask.head import (
     RefineMaskBranch,
     RefineMaskConfig,
@@ -284,7 +285,7 @@ def test_stage_shapes_match_spec_table():
 
     last.forward_logits = spy
     with torch.no_grad():
-        logits, sem = branch.forward_stages(feats, [(64, 96)] * 2, boxes, labels)
+        logits, sem = branch.forward_stages(RoIBatch(feats, boxes, labels))
     assert [tuple(z.shape) for z in logits] == [(3, 14, 14), (3, 28, 28), (3, 56, 56), (3, 112, 112)]
     assert tuple(sem.shape) == (2, 1, 16, 24)  # semantic mask on P2 (stride 4)
     # stage | SFM input | semantic RoI features / mask | fused + 2 masks
@@ -297,9 +298,9 @@ def test_stage_shapes_match_spec_table():
     assert [st.fusion.dilations for st in branch.stages] == [(1, 3, 5)] * 3
     assert branch.mask_size == 112
     branch.eval()
-    probs = branch.predict(feats, [(64, 96)] * 2, boxes, labels)
+    probs = branch.predict(RoIBatch(feats, boxes, labels))
     assert probs.shape == (3, 112, 112) and ((probs >= 0) & (probs <= 1)).all()
-    none = branch.predict(feats, [(64, 96)] * 2, [torch.zeros(0, 4)] * 2, [torch.zeros(0, dtype=torch.long)] * 2)
+    none = branch.predict(RoIBatch(feats, [torch.zeros(0, 4)] * 2, [torch.zeros(0, dtype=torch.long)] * 2))
     assert none.shape == (0, 112, 112)
 
 
@@ -347,8 +348,8 @@ def test_channels_last_branch_equals_contiguous_branch():
     feats, boxes, labels, gt, idx = _feats_boxes()
     for a, c in zip(nhwc.parameters(), nchw.parameters()):
         assert torch.equal(a, c)
-    la = nhwc.forward_train(feats, [(64, 96)] * 2, boxes, labels, gt, idx)
-    lc = nchw.forward_train(feats, [(64, 96)] * 2, boxes, labels, gt, idx)
+    la = nhwc.forward_train(RoIBatch(feats, boxes, labels, gt, idx))
+    lc = nchw.forward_train(RoIBatch(feats, boxes, labels, gt, idx))
     for k in la:
         torch.testing.assert_close(la[k], lc[k], rtol=1e-5, atol=1e-6)
     sum(la.values()).backward()
@@ -357,12 +358,12 @@ def test_channels_last_branch_equals_contiguous_branch():
         _assert_close_scaled(a.grad, c.grad, msg=n)
     nhwc.eval(), nchw.eval()
     with torch.no_grad():
-        za, _ = nhwc.forward_stages(feats, [(64, 96)] * 2, boxes, labels)
-        zc, _ = nchw.forward_stages(feats, [(64, 96)] * 2, boxes, labels)
+        za, _ = nhwc.forward_stages(RoIBatch(feats, boxes, labels))
+        zc, _ = nchw.forward_stages(RoIBatch(feats, boxes, labels))
         for a, c in zip(za, zc):
             _assert_close_scaled(a, c)
         # float32 summation order only: the merged masks (≥ 0.5) are identical
-        assert torch.equal(nhwc(feats, [(64, 96)] * 2, boxes, labels) >= 0, nchw(feats, [(64, 96)] * 2, boxes, labels) >= 0)
+        assert torch.equal(nhwc(RoIBatch(feats, boxes, labels)) >= 0, nchw(RoIBatch(feats, boxes, labels)) >= 0)
 
 
 def _assert_close_scaled(a, b, rel=1e-5, msg=None):
@@ -375,7 +376,7 @@ def test_gradients_reach_semantic_head_and_every_stage():
     torch.manual_seed(0)
     branch = RefineMaskBranch(5)
     feats, boxes, labels, gt, idx = _feats_boxes()
-    losses = branch.forward_train(feats, [(64, 96)] * 2, boxes, labels, gt, idx)
+    losses = branch.forward_train(RoIBatch(feats, boxes, labels, gt, idx))
     assert set(losses) == {"loss_mask", "loss_semantic"} and all(torch.isfinite(v) for v in losses.values())
     losses["loss_mask"].backward(retain_graph=True)
     # the instance losses alone reach the semantic head through the semantic features and mask of every SFM
@@ -408,7 +409,7 @@ def test_class_agnostic_last_stage_lvis():
     for labels in (torch.tensor([0, 1, 5]), torch.tensor([5, 5, 2])):  # the label is ignored by the last stage
         torch.testing.assert_close(small._label_logits(3, x, labels), small.stage_logits[3](x)[:, 0])
     feats, boxes, labels, gt, idx = _feats_boxes(b=1)
-    losses = small.forward_train({k: v[:1] for k, v in feats.items()}, [(64, 96)], boxes, labels, gt[:1], idx[:1])
+    losses = small.forward_train(RoIBatch({k: v[:1] for k, v in feats.items()}, boxes, labels, gt[:1], idx[:1]))
     sum(losses.values()).backward()
     assert small.stage_logits[3].weight.grad.abs().sum() > 0
 
@@ -441,7 +442,9 @@ _ABLATIONS = {
 
 
 def _diff(a, b) -> set[str]:
-    return {f.name for f in dataclasses.fields(a) if getattr(a, f.name) != getattr(b, f.name)}
+    """Fields that differ, plus a Preset's derived branch selectors (``mask_head``, ``roi_head``)."""
+    names = [f.name for f in dataclasses.fields(a)] + [n for n in ("mask_head", "roi_head") if hasattr(type(a), n)]
+    return {n for n in names if getattr(a, n) != getattr(b, n)}
 
 
 def test_presets_main_rows():
@@ -519,11 +522,11 @@ def test_param_counts_match_spec():
 
 
 def test_presets_module_can_be_imported_first():
-    code = ("import refinemask.presets_refinemask as m; from refinemask.config import PRESETS; "
+    code = ("import refinemask.presets.refinemask as m; from refinemask.registry import PRESETS; "
             "assert all(n in PRESETS for n in m.REFINEMASK_PRESETS) and len(m.REFINEMASK_PRESETS) >= 20; "
             "assert 'mask_rcnn_r50_fpn_1x_coco' in PRESETS")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
-    from refinemask.presets_refinemask import REFINEMASK_PRESETS
+    from refinemask.presets.refinemask import REFINEMASK_PRESETS
 
     assert all(PRESETS[n] is p for n, p in REFINEMASK_PRESETS.items())
 

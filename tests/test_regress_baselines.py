@@ -16,7 +16,7 @@ import pytest
 from eval.evaluator import EvalParams
 from eval.io import load_gt, load_json, write_json
 from eval.lvis_ap import cocofy_lvis
-from refinemask.paths import bundled
+from eval.paths import bundled
 from reports.regress import regress
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -20,6 +20,7 @@ contiguous foreground indices 0..C−1; features is the FPN dict (``"p2"``…``"
 from __future__ import annotations
 
 import abc
+from dataclasses import dataclass
 from typing import Sequence
 
 import torch
@@ -28,7 +29,32 @@ from torch import Tensor, nn
 
 from .masks import mask_targets
 
-__all__ = ["MaskBranch", "select_class_channel", "mask_bce_loss"]
+__all__ = ["MaskBranch", "RoIBatch", "select_class_channel", "mask_bce_loss"]
+
+
+@dataclass
+class RoIBatch:
+    """The RoIs a mask branch works on, for a batch of B images: what every branch's ``forward``,
+    ``forward_train`` and ``predict`` receive.
+
+    Attributes:
+        features: FPN maps ``"p2"``… (B, 256, H_l, W_l) (HTC adds its semantic feature map).
+        boxes: B tensors (K_i, 4) x1, y1, x2, y2 in input pixels (the resized, padded batch frame).
+        labels: B tensors (K_i,) int64 class indices in [0, C) (GT class in training, predicted at test).
+        gt_masks: training only: B tensors (G_i, H, W), every non-crowd GT mask of image i in the padded frame.
+        matched_idxs: training only: B tensors (K_i,) indexing ``gt_masks[i]`` for each RoI.
+    """
+
+    features: dict[str, Tensor]
+    boxes: Sequence[Tensor]
+    labels: Sequence[Tensor]
+    gt_masks: Sequence[Tensor] | None = None
+    matched_idxs: Sequence[Tensor] | None = None
+
+    @property
+    def num_rois(self) -> int:
+        """Σ K_i."""
+        return sum(int(b.shape[0]) for b in self.boxes)
 
 
 def select_class_channel(mask_logits: Tensor, labels: Tensor) -> Tensor:
@@ -85,22 +111,11 @@ class MaskBranch(nn.Module, metaclass=abc.ABCMeta):
         return x
 
     @abc.abstractmethod
-    def forward(
-        self,
-        features: dict[str, Tensor],
-        image_shapes: Sequence[tuple[int, int]],
-        boxes: Sequence[Tensor],
-        labels: Sequence[Tensor],
-    ) -> Tensor:
-        """Per-RoI mask logits.
+    def forward(self, rois: RoIBatch) -> Tensor:
+        """Per-RoI mask logits of ``rois`` (a :class:`RoIBatch`).
 
-        Args:
-            features: FPN maps ``"p2"``… (B, 256, H_l, W_l).
-            image_shapes: B × (h, w) of each image after resizing, before padding (pixels).
-            boxes: B tensors (K_i, 4) x1, y1, x2, y2 in input pixels.
-            labels: B tensors (K_i,) int64 class indices in [0, C) (GT class in training, predicted at test).
         Returns:
-            (Σ K_i, C or 1, S, S) logits, rows in the order of ``torch.cat(boxes)``.
+            (Σ K_i, C or 1, S, S) logits, rows in the order of ``torch.cat(rois.boxes)``.
         """
         raise NotImplementedError
 
@@ -126,38 +141,24 @@ class MaskBranch(nn.Module, metaclass=abc.ABCMeta):
         """Default loss: ``{"loss_mask": loss_weight · mask_bce_loss(...)}``; labels is the concatenated (N,)."""
         return {"loss_mask": self.loss_weight * mask_bce_loss(mask_logits, targets, labels)}
 
-    def forward_train(
-        self,
-        features: dict[str, Tensor],
-        image_shapes: Sequence[tuple[int, int]],
-        boxes: Sequence[Tensor],
-        labels: Sequence[Tensor],
-        gt_masks: Sequence[Tensor],
-        matched_idxs: Sequence[Tensor],
-    ) -> dict[str, Tensor]:
+    def forward_train(self, rois: RoIBatch) -> dict[str, Tensor]:
         """Training entry point called by the RoI heads with the sampled positive RoIs.
 
-        Args: as :meth:`forward`, plus ``gt_masks`` (B tensors (G_i, H, W), all non-crowd GT masks of image i
-        in the padded input frame) and ``matched_idxs`` (B tensors (K_i,) into ``gt_masks[i]``).
+        Args: a :class:`RoIBatch` with ``gt_masks`` and ``matched_idxs`` set.
         Returns: dict of scalar losses (already weighted).
         """
-        logits = self(features, image_shapes, boxes, labels)
-        tgt = self.targets(boxes, gt_masks, matched_idxs).to(logits.device)
+        logits = self(rois)
+        tgt = self.targets(rois.boxes, rois.gt_masks, rois.matched_idxs).to(logits.device)
+        labels = rois.labels
         return self.loss(logits, tgt, torch.cat(list(labels)) if labels else logits.new_zeros(0, dtype=torch.long))
 
     @torch.no_grad()
-    def predict(
-        self,
-        features: dict[str, Tensor],
-        image_shapes: Sequence[tuple[int, int]],
-        boxes: Sequence[Tensor],
-        labels: Sequence[Tensor],
-    ) -> Tensor:
+    def predict(self, rois: RoIBatch) -> Tensor:
         """Inference: (Σ K_i, S', S') foreground probabilities of the predicted class, ready for pasting.
 
         Default: σ of the label channel of :meth:`forward`. Multi-stage heads override (merge/subdivision).
         """
-        logits = self(features, image_shapes, boxes, labels)
+        logits = self(rois)
         if logits.shape[0] == 0:
             return logits.new_zeros((0,) + tuple(logits.shape[-2:]))
-        return select_class_channel(logits, torch.cat(list(labels))).sigmoid()
+        return select_class_channel(logits, torch.cat(list(rois.labels))).sigmoid()

@@ -21,7 +21,7 @@ from torchvision.ops import batched_nms, box_iou, clip_boxes_to_image
 
 from refinemask.config import BoxHeadConfig
 
-from .mask_branch import MaskBranch
+from .mask_branch import MaskBranch, RoIBatch
 from .poolers import MultiLevelRoIAlign
 from .rpn import ASSIGN_NEGATIVE, max_iou_assign
 
@@ -257,14 +257,13 @@ class RoIHeads(nn.Module):
                     pos_boxes = self.regress_positives(box_deltas, pos_boxes, [lab[p] for lab, p in zip(labels, pos)],
                                                        [b.shape[0] for b in boxes], pos, image_sizes)
                 losses.update(
-                    self.mask_branch.forward_train(
+                    self.mask_branch.forward_train(RoIBatch(
                         features,
-                        image_sizes,
                         pos_boxes,
                         [lab[p] for lab, p in zip(labels, pos)],
-                        [t["masks"] for t in targets],
-                        [m[p] for m, p in zip(matched, pos)],
-                    )
+                        gt_masks=[t["masks"] for t in targets],
+                        matched_idxs=[m[p] for m, p in zip(matched, pos)],
+                    ))
                 )
             return [], losses
 
@@ -272,7 +271,7 @@ class RoIHeads(nn.Module):
         if self.mask_branch is not None:
             boxes = [d["boxes"] for d in detections]
             labels = [d["labels"] for d in detections]
-            probs = self.mask_branch.predict(features, image_sizes, boxes, labels)
+            probs = self.mask_branch.predict(RoIBatch(features, boxes, labels))
             for d, p in zip(detections, probs.split([b.shape[0] for b in boxes])):
                 d["mask_probs"] = p
         return detections, {}

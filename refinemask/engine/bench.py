@@ -148,7 +148,7 @@ class _RSSPeak:
 
 # -- data -----------------------------------------------------------------------------------------------
 def default_image_dir() -> Path:
-    from refinemask.paths import bundled
+    from eval.paths import bundled
 
     return bundled("coco_mini", "val2017")
 
@@ -654,13 +654,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from refinemask.config import get_preset
+    from refinemask.registry import get_preset
 
     try:
         preset = get_preset(args.preset)
     except KeyError as e:
         raise ValueError(str(e).strip("'\"")) from None
-    from refinemask.config import PRESETS
+    from refinemask.registry import PRESETS
 
     compare = [c.strip() for c in (args.compare or "").split(",") if c.strip()]
     bad = [c for c in compare if c not in COMPARE_CHOICES and c not in PRESETS and not c.startswith("mmdet:")]

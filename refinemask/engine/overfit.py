@@ -39,7 +39,8 @@ from typing import Any, Sequence
 
 import torch
 
-from refinemask.config import Preset, Schedule, get_preset
+from refinemask.config import Preset, Schedule
+from refinemask.registry import get_preset
 
 from .trainer import TrainConfig, Trainer
 
@@ -114,7 +115,7 @@ def run_overfit(
         "gt"}``: AP is COCO mask AP (fraction), F1px the boundary F at 1 px (None without ``boundary_f``).
     """
     from refinemask.data import write_subset_json
-    from refinemask.paths import bundled
+    from eval.paths import bundled
 
     t0 = time.perf_counter()
     out = Path(out_dir)

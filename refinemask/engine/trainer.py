@@ -39,7 +39,8 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from refinemask.config import Preset, get_preset
+from refinemask.config import Preset
+from refinemask.registry import get_preset
 from refinemask.data import (
     GroupedBatchSampler,
     InstanceDataset,
@@ -73,20 +74,9 @@ TARGET_KEYS = ("boxes", "labels", "masks", "crowd_masks", "semantic_seg")
 
 
 def _semantic_inputs(p: Preset) -> tuple[Path | None, bool]:
-    """What HTC's semantic branch needs from the data: (label-map folder for ``semantic="stuff"``, crowd masks for
-    ``semantic="things"``). Raises ValueError (before any training) when the COCO-stuff folder is missing."""
-    sem = getattr(p.mask_head_cfg, "semantic", None) if p.roi_head == "htc" else None
-    if sem == "stuff":
-        root = getattr(p.mask_head_cfg, "stuff_root", None) or os.environ.get("RMBENCH_COCO_STUFF")
-        if not root or not Path(root).is_dir():
-            raise ValueError(
-                f"preset {p.name!r} trains HTC's semantic branch on COCO-stuff label maps, but "
-                f"{'no folder is configured' if not root else repr(str(root)) + ' is not a folder'}. Fix: download "
-                f"stuffthingmaps_trainval2017.zip and set $RMBENCH_COCO_STUFF (or --cfg-options "
-                f"mask_head_cfg.stuff_root=DIR) to its train2017 folder, or use an htc_without_semantic_* / "
-                f"htc_thing_semantic_* preset")
-        return Path(root), False
-    return None, sem == "things"
+    """What the preset's mask branch needs from the data (HTC: label-map folder for ``semantic="stuff"``, crowd
+    masks for ``semantic="things"``); raises ValueError before any training when it is missing."""
+    return p.mask_head_cfg.data_needs(p.name)
 
 
 # ------------------------------------------------------------------------------------------------------------

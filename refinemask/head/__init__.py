@@ -6,11 +6,11 @@ refinement, plugged into the shared trunk as a :class:`~refinemask.detection.mas
 * :mod:`.boundary` — the boundary operator (Eq. 1 / appendix A.1), the BAR region, loss and merge (Eq. 2–6).
 * :mod:`.refine_mask_head` — the branch itself; :func:`build_refinemask_branch` is what ``build_model`` calls.
 
-The head's config (:class:`~refinemask.presets_refinemask.RefineMaskConfig`) and presets live in
-:mod:`refinemask.presets_refinemask` (plain data); checkpoint conversion in :mod:`refinemask.convert`.
+The head's config (:class:`~refinemask.config.RefineMaskConfig`) lives in :mod:`refinemask.config` and its presets
+in :mod:`refinemask.presets.refinemask` (plain data); checkpoint conversion in :mod:`refinemask.convert`.
 """
 
-from refinemask.presets_refinemask import RefineMaskConfig
+from refinemask.config import RefineMaskConfig
 
 from .boundary import (
     bar_loss,

@@ -31,12 +31,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.ops import roi_align
 
-import refinemask.config  # noqa: F401  (imports refinemask.presets_refinemask in its intended order)
 from refinemask.config import Preset
-from refinemask.detection.mask_branch import MaskBranch
+from refinemask.detection.mask_branch import MaskBranch, RoIBatch
 from refinemask.detection.masks import mask_targets
 from refinemask.detection.poolers import MultiLevelRoIAlign, boxes_to_rois
-from refinemask.presets_refinemask import RefineMaskConfig
+from refinemask.config import RefineMaskConfig
 
 from .boundary import merge_stage_logits, refine_mask_loss
 from .semantic import SemanticHead, semantic_loss, semantic_target
@@ -90,7 +89,7 @@ class RefineMaskBranch(MaskBranch):
 
     Args:
         num_classes: K (80 COCO, 1203 LVIS, 8 Cityscapes).
-        cfg: :class:`~refinemask.presets_refinemask.RefineMaskConfig`.
+        cfg: :class:`~refinemask.config.RefineMaskConfig`.
         in_channels: FPN width (256). pooler: 14×14 aligned multi-level RoIAlign by default.
 
     Modules: ``pooler``; ``instance_convs`` (2 × 3×3); ``semantic_head`` (``convs`` 4 × 3×3, ``logits`` 1×1;
@@ -219,59 +218,42 @@ class RefineMaskBranch(MaskBranch):
         return merge_stage_logits(stage_logits, cfg.start_stage, cfg.boundary_width_test, cfg.boundary_threshold)
 
     # -- protocol -------------------------------------------------------------------------------------------
-    def forward_stages(
-        self,
-        features: dict[str, Tensor],
-        image_shapes: Sequence[tuple[int, int]],
-        boxes: Sequence[Tensor],
-        labels: Sequence[Tensor],
-    ) -> tuple[list[Tensor], Tensor | None]:
+    def forward_stages(self, rois: RoIBatch) -> tuple[list[Tensor], Tensor | None]:
         """All stage outputs: (list of (N, S_k, S_k) label-channel logits, stage 0 first; semantic logits
         (B, 1, Hp/4, Wp/4) or None). Rows follow ``torch.cat(boxes)``; labels in [0, K)."""
+        features, boxes, labels = rois.features, rois.boxes, rois.labels
         p2 = features["p2"]
-        rois = boxes_to_rois(boxes).to(device=p2.device, dtype=p2.dtype)
+        roi_boxes = boxes_to_rois(boxes).to(device=p2.device, dtype=p2.dtype)
         lab = self._cat_labels(labels, p2.device)
         y, maps, mask_map = self._semantic_maps(self.inference_layout(p2))
         x = self.inference_layout(self.pooler(features, boxes))
-        return self._run_stages(x, rois, lab, maps, mask_map), y
+        return self._run_stages(x, roi_boxes, lab, maps, mask_map), y
 
-    def forward(
-        self,
-        features: dict[str, Tensor],
-        image_shapes: Sequence[tuple[int, int]],
-        boxes: Sequence[Tensor],
-        labels: Sequence[Tensor],
-    ) -> Tensor:
+    def forward(self, rois: RoIBatch) -> Tensor:
         """Final logits (N, 1, S, S) of the label channel: the Eq. 5–6 merge of the stages from ``start_stage``
         (or the last stage alone when ``bar`` is off). Processes ``test_chunk_size`` RoIs per call in eval mode."""
+        features, boxes, labels = rois.features, rois.boxes, rois.labels
         p2 = features["p2"]
-        rois = boxes_to_rois(boxes).to(device=p2.device, dtype=p2.dtype)
+        roi_boxes = boxes_to_rois(boxes).to(device=p2.device, dtype=p2.dtype)
         lab = self._cat_labels(labels, p2.device)
-        n = rois.shape[0]
+        n = roi_boxes.shape[0]
         if n == 0:
             return p2.new_zeros((0, 1, self.mask_size, self.mask_size))
         _, maps, mask_map = self._semantic_maps(self.inference_layout(p2))
         x = self.inference_layout(self.pooler(features, boxes))
         step = n if self.training else max(1, self.cfg.test_chunk_size)
         out = [
-            self._merge(self._run_stages(x[i:i + step], rois[i:i + step], lab[i:i + step], maps, mask_map))
+            self._merge(self._run_stages(x[i:i + step], roi_boxes[i:i + step], lab[i:i + step], maps, mask_map))
             for i in range(0, n, step)
         ]
         return torch.cat(out, dim=0)[:, None]
 
-    def forward_train(
-        self,
-        features: dict[str, Tensor],
-        image_shapes: Sequence[tuple[int, int]],
-        boxes: Sequence[Tensor],
-        labels: Sequence[Tensor],
-        gt_masks: Sequence[Tensor],
-        matched_idxs: Sequence[Tensor],
-    ) -> dict[str, Tensor]:
+    def forward_train(self, rois: RoIBatch) -> dict[str, Tensor]:
         """Losses for the sampled positive RoIs: ``loss_mask`` (Σ λ_k L_k, BAR for the later stages) and
         ``loss_semantic`` (weight 1.0; absent without a semantic classifier). Already weighted."""
+        features, boxes, gt_masks, matched_idxs = rois.features, rois.boxes, rois.gt_masks, rois.matched_idxs
         cfg = self.cfg
-        stage_logits, sem_logits = self.forward_stages(features, image_shapes, boxes, labels)
+        stage_logits, sem_logits = self.forward_stages(rois)
         device = stage_logits[0].device
         # float copies of the matched GT masks only (full padded resolution; converted once for the 4 sizes)
         used_masks, used_idx = [], []
@@ -302,15 +284,9 @@ class RefineMaskBranch(MaskBranch):
         return losses
 
     @torch.no_grad()
-    def predict(
-        self,
-        features: dict[str, Tensor],
-        image_shapes: Sequence[tuple[int, int]],
-        boxes: Sequence[Tensor],
-        labels: Sequence[Tensor],
-    ) -> Tensor:
+    def predict(self, rois: RoIBatch) -> Tensor:
         """(N, S, S) foreground probabilities σ(M'_last) at 112×112, ready for the trunk's paste (≥ 0.5)."""
-        return self(features, image_shapes, boxes, labels)[:, 0].sigmoid()
+        return self(rois)[:, 0].sigmoid()
 
     @staticmethod
     def _cat_labels(labels: Sequence[Tensor], device) -> Tensor:
@@ -328,13 +304,13 @@ class RefineMaskBranch(MaskBranch):
 
 
 def build_refinemask_branch(preset: Preset) -> RefineMaskBranch:
-    """The mask branch of a RefineMask preset (``MASK_BRANCH_BUILDERS["refinemask"]``).
+    """The mask branch of a RefineMask preset (registered for :class:`RefineMaskConfig` in ``refinemask.models``).
 
-    Uses ``preset.mask_head_cfg`` (a :class:`RefineMaskConfig`, default config if None) and ``preset.num_classes``;
+    Uses ``preset.mask_head_cfg`` (a :class:`RefineMaskConfig`) and ``preset.num_classes``;
     ``preset.mask_class_agnostic`` makes every stage class-agnostic.
     Raises TypeError if ``mask_head_cfg`` is another config type.
     """
-    cfg = preset.mask_head_cfg if preset.mask_head_cfg is not None else RefineMaskConfig()
+    cfg = preset.mask_head_cfg
     if not isinstance(cfg, RefineMaskConfig):
         raise TypeError(f"preset {preset.name!r}: mask_head_cfg must be a RefineMaskConfig, got {type(cfg).__name__}")
     if preset.mask_class_agnostic and not cfg.class_agnostic:

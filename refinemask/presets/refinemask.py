@@ -1,7 +1,7 @@
-"""RefineMask presets, one per paper table row, and the head's frozen config (plain data, no torch).
+"""RefineMask presets, one per paper table row (plain data, no torch).
 
-Every preset is a :class:`refinemask.config.Preset` with ``mask_head="refinemask"`` and a :class:`RefineMaskConfig`
-in ``mask_head_cfg``. What RefineMask changes relative to the Mask R-CNN trunk (model-spec §2.1): box-head loss
+Every preset is a :class:`refinemask.config.Preset` with a :class:`~refinemask.config.RefineMaskConfig` in
+``mask_head_cfg``. What RefineMask changes relative to the Mask R-CNN trunk (model-spec §2.1): box-head loss
 weights CE 2.0 / L1 2.0, gradient clipping at L2 norm 35, and the mask head. Ablation presets (paper Tables 3–7,
 13) are ``dataclasses.replace`` of ``refinemask_r50_fpn_1x_coco`` that change only what the paper's ablation
 changed; where the paper leaves a consequence open, the choice is stated in the preset's ``notes``.
@@ -13,111 +13,22 @@ better" head (model-spec §2.8, not in the paper).
 
 from __future__ import annotations
 
-import sys as _sys
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
-# ``refinemask.config`` imports this module at its end and merges REFINEMASK_PRESETS into PRESETS. If this module
-# is imported first, config runs (and merges) while this module is still empty, so the presets are added to
-# config.PRESETS at the bottom of this file instead. The dict must exist before config is imported.
-_CONFIG_IMPORTED_FIRST = "refinemask.config" in _sys.modules
-REFINEMASK_PRESETS: dict = {}
-
-from refinemask.config import (  # noqa: E402
+from refinemask.config import (
     SCHEDULE_1X,
     SCHEDULE_2X,
     SCHEDULE_3X,
     BoxHeadConfig,
     Preset,
+    RefineMaskConfig,
     Schedule,
+    preset_dict,
 )
 
-__all__ = ["RefineMaskConfig", "REFINEMASK_PRESETS", "REFINEMASK_HEADS", "REFINEMASK_FUSIONS"]
+from .mask_rcnn import MS_640_800_VALUES
 
-#: head variants: the paper's ``RefineMaskHead`` and the official "faster and better" ``SimpleRefineMaskHead``
-REFINEMASK_HEADS = ("original", "simple")
-#: fusion blocks (paper Table 4 rows + the faster head's averaged SFM); see ``refinemask.head.sfm.build_fusion``
-REFINEMASK_FUSIONS = ("conv1x1", "conv3x3", "parallel3x3", "sfm", "sfm_avg")
-
-
-@dataclass(frozen=True)
-class RefineMaskConfig:
-    """Hyper-parameters of the RefineMask mask branch (official ``RefineMaskHead`` + ``RefineCrossEntropyLoss``).
-
-    Attributes:
-        head: ``"original"`` (paper, §2.2–2.7) or ``"simple"`` (faster and better, §2.8).
-        num_instance_convs / num_semantic_convs: 2 / 4 (3×3, 256 channels, ReLU).
-        channels: width of the instance path at 14×14 (256; halved by every SFM).
-        roi_size: RoIAlign output for the instance features (14).
-        stage_sizes: output size of every supervised stage (``stage_sup_size``): (14, 28, 56, 112) = the initial
-            mask + 3 refinement stages (3 SFMs). Must start at ``roi_size`` and double. Table 3: 1–4 SFMs.
-        stage_loss_weights: λ per stage (``stage_instance_loss_weight``; paper 0.25, 0.5, 0.75, 1.0).
-        class_agnostic: every stage predicts one mask channel.
-        last_stage_class_agnostic: only the last stage is class-agnostic (LVIS, ``stage_num_classes[-1] == 1``).
-        fusion / dilations: SFM fusion block (Table 4) and its dilations (1, 3, 5).
-        semantic_head: Table 5 switch; False removes the semantic head, semantic features/masks and loss.
-        semantic_loss_weight: 1.0. semantic_stride: 4 (P2).
-        mask_use_sigmoid: SFMs receive σ of the instance/semantic logits (True in every official config).
-        bar: boundary-aware refinement (Table 7 switch). False: every stage is supervised on the full mask and
-            inference uses the last stage's output alone.
-        start_stage: last stage with a full-mask loss (1 → BAR on stages 2, 3); inference merges from it.
-        boundary_width_train / boundary_width_test: d̂ = 2 in training (Table 13), 1 at inference.
-        boundary_threshold: 0.1 = official code rule ``clamp(D, 0)/K² > 0.1``; 0.0 = appendix A.1 rule D > 0.
-        pre_upsample_last_stage: simple head only; False computes the last logits at 56 and upsamples them.
-        test_chunk_size: RoIs per mask-head call at inference (official ``interval=100``).
-    """
-
-    head: str = "original"
-    num_instance_convs: int = 2
-    num_semantic_convs: int = 4
-    channels: int = 256
-    roi_size: int = 14
-    stage_sizes: tuple[int, ...] = (14, 28, 56, 112)
-    stage_loss_weights: tuple[float, ...] = (0.25, 0.5, 0.75, 1.0)
-    class_agnostic: bool = False
-    last_stage_class_agnostic: bool = False
-    fusion: str = "sfm"
-    dilations: tuple[int, ...] = (1, 3, 5)
-    semantic_head: bool = True
-    semantic_loss_weight: float = 1.0
-    semantic_stride: int = 4
-    mask_use_sigmoid: bool = True
-    bar: bool = True
-    start_stage: int = 1
-    boundary_width_train: int = 2
-    boundary_width_test: int = 1
-    boundary_threshold: float = 0.1
-    pre_upsample_last_stage: bool = True
-    test_chunk_size: int = 100
-
-    def __post_init__(self) -> None:
-        if self.head not in REFINEMASK_HEADS:
-            raise ValueError(f"RefineMaskConfig.head must be one of {REFINEMASK_HEADS}, got {self.head!r}")
-        if self.fusion not in REFINEMASK_FUSIONS:
-            raise ValueError(f"RefineMaskConfig.fusion must be one of {REFINEMASK_FUSIONS}, got {self.fusion!r}")
-        sizes = tuple(self.stage_sizes)
-        if len(sizes) < 2 or sizes[0] != self.roi_size or any(b != 2 * a for a, b in zip(sizes, sizes[1:])):
-            raise ValueError(f"stage_sizes must start at roi_size={self.roi_size} and double, got {sizes}")
-        if len(self.stage_loss_weights) != len(sizes):
-            raise ValueError(f"{len(self.stage_loss_weights)} stage_loss_weights for {len(sizes)} stages")
-        if self.channels // 2 ** (len(sizes) - 1) < 4:
-            raise ValueError(f"{self.channels} channels cannot be halved {len(sizes) - 1} times")
-        if not 0 <= self.start_stage < len(sizes):
-            raise ValueError(f"start_stage {self.start_stage} out of range for {len(sizes)} stages")
-        if self.boundary_width_train < 1 or self.boundary_width_test < 1:
-            raise ValueError("boundary widths must be >= 1")
-        if self.head == "simple" and not self.semantic_head:
-            raise ValueError("the simple head always has semantic features (semantic_head=True)")
-
-    @property
-    def num_refine_stages(self) -> int:
-        """Number of SFMs / refinement stages (3 by default)."""
-        return len(self.stage_sizes) - 1
-
-    @property
-    def output_size(self) -> int:
-        """Resolution of the final mask (112 by default)."""
-        return self.stage_sizes[-1]
-
+__all__ = ["REFINEMASK_PRESETS"]
 
 # --------------------------------------------------------------------------------------------------------------
 # main rows
@@ -133,7 +44,6 @@ _R50_1X = Preset(
     name="refinemask_r50_fpn_1x_coco",
     dataset="coco_2017",
     num_classes=80,
-    mask_head="refinemask",
     mask_head_cfg=RefineMaskConfig(),
     schedule=_clip(SCHEDULE_1X),
     roi=_RM_BOX,
@@ -146,7 +56,6 @@ _R50_1X = Preset(
 )
 
 _MS_640_800_RANGE = ((1333, 640), (1333, 800))
-_MS_640_800_VALUES = tuple((1333, s) for s in range(640, 801, 32))
 
 _MAIN = [
     _R50_1X,
@@ -220,10 +129,9 @@ _MAIN = [
         name="refinemask_r50_fpn_1x_lvis",
         dataset="lvis_v1",
         num_classes=1203,
-        mask_head="refinemask",
         mask_head_cfg=RefineMaskConfig(last_stage_class_agnostic=True),
         schedule=_clip(SCHEDULE_1X),
-        train_scales=_MS_640_800_VALUES,
+        train_scales=MS_640_800_VALUES,
         multiscale_mode="value",
         roi=replace(_RM_BOX, score_thresh=1e-4, detections_per_img=300),
         sampler="class_balanced",
@@ -239,7 +147,6 @@ _MAIN = [
         name="refinemask_r50_fpn_cityscapes",
         dataset="cityscapes",
         num_classes=8,
-        mask_head="refinemask",
         mask_head_cfg=RefineMaskConfig(),
         schedule=Schedule(epochs=8, lr_steps=(7,), base_lr=0.01, batch_size=8, dataset_repeat=8, grad_clip_norm=35.0),
         train_scales=((2048, 800), (2048, 1024)),
@@ -373,13 +280,4 @@ for _w, (_ap, _aps) in {1: ("37.2", "40.7"), 2: ("37.3", "40.9"), 3: ("37.3", "4
         )
     )
 
-for _p in _MAIN + _ABLATIONS:
-    if _p.name in REFINEMASK_PRESETS:
-        raise RuntimeError(f"RefineMask preset {_p.name!r} defined twice")
-    REFINEMASK_PRESETS[_p.name] = _p
-
-if not _CONFIG_IMPORTED_FIRST:  # see the comment at the top
-    from refinemask import config as _config
-
-    for _name, _preset in REFINEMASK_PRESETS.items():
-        _config.PRESETS.setdefault(_name, _preset)
+REFINEMASK_PRESETS: dict[str, Preset] = preset_dict(*_MAIN, *_ABLATIONS)

@@ -1,8 +1,7 @@
 """PointRend and HTC presets (paper Tables 2 and 8) and their branch configs — plain data, no torch.
 
-PointRend presets set ``mask_head="point_rend"`` with a :class:`PointRendConfig`; HTC presets set
-``roi_head="htc"`` (the cascade replaces the standard RoI heads as a whole) with an :class:`HTCConfig` in
-``mask_head_cfg``. The models live in ``baselines/point_rend.py`` and ``baselines/htc.py``.
+PointRend presets carry a :class:`PointRendConfig` in ``mask_head_cfg`` (a mask branch); HTC presets an
+:class:`HTCConfig`, whose class replaces the standard RoI heads as a whole (the cascade). The models live in ``baselines/point_rend.py`` and ``baselines/htc.py``.
 
 Paper rows and how we read them:
 
@@ -17,26 +16,26 @@ Paper rows and how we read them:
   ``htc_without_semantic_*`` (mmdet's own config, no semantic branch) and ``htc_thing_semantic_*`` (the same
   semantic branch trained on a per-pixel label map built from the instance masks, 81 classes).
 
-``refinemask.config`` imports this module at its end and merges :data:`BASELINE_PRESETS` into ``PRESETS``; when this
-module is imported first, config runs while the dict is still empty, so the presets are added to ``config.PRESETS``
-at the bottom of this file instead (the same scheme as ``presets_refinemask``).
+``baselines/__init__.py`` registers :data:`BASELINE_PRESETS` and the two config classes with
+``refinemask.registry`` (plain data here: no torch import).
 """
 
 from __future__ import annotations
 
-import sys as _sys
+import os
 from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import ClassVar
 
-_CONFIG_IMPORTED_FIRST = "refinemask.config" in _sys.modules
-BASELINE_PRESETS: dict = {}  # filled at the bottom; must exist before refinemask.config is imported
-
-from refinemask.config import (  # noqa: E402
+from refinemask.config import (
     SCHEDULE_1X,
     SCHEDULE_2X,
     SCHEDULE_3X,
     BoxHeadConfig,
+    MaskHeadConfig,
     Preset,
     RPNConfig,
+    preset_dict,
 )
 
 __all__ = [
@@ -53,7 +52,7 @@ STUFF_ROOT_ENV = "RMBENCH_COCO_STUFF"
 
 
 @dataclass(frozen=True)
-class PointRendConfig:
+class PointRendConfig(MaskHeadConfig):
     """PointRend mask branch (mmdet ``PointRendRoIHead`` + ``CoarseMaskHead`` + ``MaskPointHead``; spec §4).
 
     Attributes:
@@ -79,6 +78,8 @@ class PointRendConfig:
         loss_mask_weight / loss_point_weight: 1.0 / 1.0 (mmdet ``loss_mask`` on 7×7 targets, ``loss_point``).
     """
 
+    kind: ClassVar[str] = "point_rend"
+    method: ClassVar[str] = "PointRend"
     variant: str = "mmdet"
     in_feature: str = "p2"
     in_stride: int = 4
@@ -114,7 +115,7 @@ class PointRendConfig:
 
 
 @dataclass(frozen=True)
-class HTCConfig:
+class HTCConfig(MaskHeadConfig):
     """Hybrid Task Cascade RoI heads (mmdet ``HybridTaskCascadeRoIHead``; spec §5).
 
     Shared RoI settings (sampler 512 / 25 %, GT added, CE + smooth-L1 β=1 box losses, test score 0.001 / NMS 0.5
@@ -140,6 +141,9 @@ class HTCConfig:
         semantic_loss_weight / semantic_ignore_index: 0.2 / 255 (CE, not scaled by stage weights).
     """
 
+    kind: ClassVar[str] = "htc"
+    method: ClassVar[str] = "HTC"
+    replaces_roi_heads: ClassVar[bool] = True
     semantic: str = "stuff"
     stuff_root: str | None = None
     num_stages: int = 3
@@ -161,6 +165,30 @@ class HTCConfig:
     @property
     def with_semantic(self) -> bool:
         return self.semantic != "none"
+
+    def stuff_dir(self) -> Path | None:
+        """The COCO-stuff label-map folder: :attr:`stuff_root`, else ``$RMBENCH_COCO_STUFF``, else None."""
+        root = self.stuff_root or os.environ.get(STUFF_ROOT_ENV)
+        return Path(root) if root else None
+
+    def data_needs(self, preset_name: str) -> tuple[Path | None, bool]:
+        """What the training data must add: (label-map folder for ``semantic="stuff"``, crowd masks for
+        ``semantic="things"``); see :meth:`refinemask.config.MaskHeadConfig.data_needs`.
+
+        Raises:
+            ValueError: ``semantic="stuff"`` and no existing folder is configured (before any training).
+        """
+        if self.semantic == "stuff":
+            root = self.stuff_dir()
+            if root is None or not root.is_dir():
+                where = "no folder is configured" if root is None else f"{str(root)!r} is not a folder"
+                raise ValueError(
+                    f"preset {preset_name!r} trains HTC's semantic branch on COCO-stuff label maps, but {where}. "
+                    f"Fix: download stuffthingmaps_trainval2017.zip and set ${STUFF_ROOT_ENV} (or --cfg-options "
+                    f"mask_head_cfg.stuff_root=DIR) to its train2017 folder, or use an htc_without_semantic_* / "
+                    f"htc_thing_semantic_* preset")
+            return root, False
+        return None, self.semantic == "things"
 
     def stage_bbox_weights(self, stage: int) -> tuple[float, float, float, float]:
         """torchvision ``BoxCoder`` weights of ``stage`` = 1 / std (10,10,5,5), (20,20,10,10), (30.30,…,14.93,…)."""
@@ -189,7 +217,6 @@ _POINT_REND_R50_1X = Preset(
     name="point_rend_r50_fpn_1x_coco",
     dataset="coco_2017",
     num_classes=80,
-    mask_head="point_rend",
     mask_head_cfg=PointRendConfig(),
     paper_ref="Table 2 PointRend R50-FPN 1x (AP 35.6, AP* 38.7, 11.4 fps)",
     notes=_PR_NOTE,
@@ -281,9 +308,7 @@ def _htc_presets() -> tuple[Preset, ...]:
                     dataset="coco_2017",
                     num_classes=80,
                     backbone=backbone,
-                    mask_head="htc",
                     mask_head_cfg=HTCConfig(semantic=semantic),
-                    roi_head="htc",
                     schedule=schedule,
                     train_scales=scales,
                     multiscale_mode=mode,
@@ -296,13 +321,5 @@ def _htc_presets() -> tuple[Preset, ...]:
     return tuple(out)
 
 
-for _p in (*_POINT_REND, *_htc_presets()):
-    if _p.name in BASELINE_PRESETS:
-        raise RuntimeError(f"baseline preset {_p.name!r} defined twice")
-    BASELINE_PRESETS[_p.name] = _p
-
-if not _CONFIG_IMPORTED_FIRST:  # see the module docstring
-    from refinemask import config as _config
-
-    for _name, _preset in BASELINE_PRESETS.items():
-        _config.PRESETS.setdefault(_name, _preset)
+#: every PointRend and HTC preset, registered by ``baselines/__init__.py``
+BASELINE_PRESETS: dict[str, Preset] = preset_dict(*_POINT_REND, *_htc_presets())

@@ -1,4 +1,7 @@
-"""Mask R-CNN's FCN mask branch (mmdet ``FCNMaskHead``; model-spec §1.1, §3) on the shared mask-branch protocol.
+"""Mask R-CNN's FCN mask branch (mmdet ``FCNMaskHead``; docs/models.md "Mask R-CNN"), the default mask branch.
+
+It lives in the trunk beside the :class:`~.mask_branch.MaskBranch` protocol, as torchvision and detectron2 keep
+their default head in the core.
 
 4 × [3×3 conv 256 + ReLU] on 14×14 aligned-RoIAlign features (P2–P5) → 2×2 stride-2 deconv 256 + ReLU →
 1×1 conv → C class-specific logits at 28×28. Loss: BCE on the GT-class channel, mean over N·28·28 (weight 1).
@@ -8,15 +11,15 @@ Inference: σ of the predicted-class channel, pasted by the trunk (≥ 0.5). Ini
 
 from __future__ import annotations
 
-from typing import Sequence
-
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from refinemask.detection.mask_branch import MaskBranch
-from refinemask.detection.poolers import MultiLevelRoIAlign
+from refinemask.config import FCNMaskConfig, Preset
 
-__all__ = ["FCNMaskBranch"]
+from .mask_branch import MaskBranch, RoIBatch
+from .poolers import MultiLevelRoIAlign
+
+__all__ = ["FCNMaskBranch", "build_fcn_branch"]
 
 
 class FCNMaskBranch(MaskBranch):
@@ -27,7 +30,7 @@ class FCNMaskBranch(MaskBranch):
         class_agnostic: one output channel instead of C.
         in_channels / conv_dim: 256. num_convs: 4. roi_size: 14 (pooler output; logits are 2·roi_size).
         loss_weight: 1.0.
-    Forward: see :meth:`MaskBranch.forward`; returns (N, C or 1, 28, 28) logits.
+    Forward: see :meth:`MaskBranch.forward` (a :class:`RoIBatch`); returns (N, C or 1, 28, 28) logits.
     """
 
     def __init__(
@@ -58,13 +61,21 @@ class FCNMaskBranch(MaskBranch):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
                 nn.init.zeros_(m.bias)
 
-    def forward(
-        self,
-        features: dict[str, Tensor],
-        image_shapes: Sequence[tuple[int, int]],
-        boxes: Sequence[Tensor],
-        labels: Sequence[Tensor],
-    ) -> Tensor:
-        x = self.inference_layout(self.pooler(features, boxes))
+    def forward(self, rois: RoIBatch) -> Tensor:
+        """(N, C or 1, 28, 28) logits, rows in the order of ``torch.cat(rois.boxes)``."""
+        x = self.inference_layout(self.pooler(rois.features, rois.boxes))
         x = F.relu(self.deconv(self.convs(x)))
         return self.predictor(x)
+
+
+def build_fcn_branch(preset: Preset) -> FCNMaskBranch:
+    """The FCN branch of a Mask R-CNN preset (``preset.mask_head_cfg`` an :class:`~refinemask.config.FCNMaskConfig`).
+
+    Raises:
+        TypeError: ``mask_head_cfg`` is another config type.
+    """
+    cfg = preset.mask_head_cfg
+    if not isinstance(cfg, FCNMaskConfig):
+        raise TypeError(f"preset {preset.name!r}: mask_head_cfg must be an FCNMaskConfig, got {type(cfg).__name__}")
+    return FCNMaskBranch(preset.num_classes, class_agnostic=preset.mask_class_agnostic, conv_dim=cfg.conv_dim,
+                         num_convs=cfg.num_convs, roi_size=cfg.roi_size, loss_weight=cfg.loss_weight)

@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 OUT    ?= runs/demo
 
-.PHONY: demo test test-all setup clean
+.PHONY: demo test test-all setup clean lint
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -19,6 +19,12 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
+
+# The house as the README draws it: ruff (pyflakes, pycodestyle errors, bugbear, pyupgrade, import order; 120 columns)
+# and the import-linter layer contracts of pyproject.toml ([tool.importlinter]).
+lint: $(STAMP)
+	$(BIN)/ruff check eval reports refinemask baselines tests tools
+	$(BIN)/lint-imports
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -41,9 +41,11 @@ mmdet 2.x key                                       ours
 from __future__ import annotations
 
 import re
-from typing import Callable, Mapping
+from collections.abc import Callable, Mapping
 
 from torch import Tensor
+
+from eval.errors import UsageError
 
 __all__ = [
     "POINT_REND_RULES",
@@ -157,7 +159,7 @@ def _convert(state_dict, owned: Callable[[str], bool], mapper: Callable[[str], s
         out.update(trunk)
         unknown += list(rest)
     if unknown:
-        raise ValueError(
+        raise UsageError(
             f"{what}: {len(unknown)} key(s) have no mapping: {unknown[:20]}{' ...' if len(unknown) > 20 else ''}"
         )
     out.update(head)

@@ -37,8 +37,8 @@ Parameter names follow mmdet with ``roi_heads.bbox_head.{t}`` (``fc6, fc7, cls_s
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -47,11 +47,11 @@ from torch import Tensor, nn
 from torchvision.models.detection._utils import BalancedPositiveNegativeSampler, BoxCoder
 from torchvision.ops import clip_boxes_to_image
 
+from baselines.presets import HTC_SEMANTIC_MODES, STUFF_ROOT_ENV, HTCConfig
 from refinemask.config import BoxHeadConfig, Preset
 from refinemask.detection.mask_branch import MaskBranch, RoIBatch, mask_bce_loss, select_class_channel
 from refinemask.detection.poolers import MultiLevelRoIAlign
 from refinemask.detection.roi_heads import TwoFCBoxHead, assign_and_sample, multiclass_nms
-from baselines.presets import HTC_SEMANTIC_MODES, STUFF_ROOT_ENV, HTCConfig
 
 try:  # benchmark hook of the trunk (RoIHeads.fixed_dets); keep HTC importable without it
     from refinemask.detection.roi_heads import topk_detections

@@ -35,15 +35,15 @@ Parameter names follow mmdet (``mask_head.downsample_conv``, ``mask_head.fcs.{0,
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from baselines.presets import POINT_REND_VARIANTS, PointRendConfig
 from refinemask.config import Preset
 from refinemask.detection.mask_branch import MaskBranch, RoIBatch, mask_bce_loss, select_class_channel
-from baselines.presets import POINT_REND_VARIANTS, PointRendConfig
 
 __all__ = [
     "PointRendConfig",

@@ -1,7 +1,8 @@
 """PointRend and HTC presets (paper Tables 2 and 8) and their branch configs — plain data, no torch.
 
 PointRend presets carry a :class:`PointRendConfig` in ``mask_head_cfg`` (a mask branch); HTC presets an
-:class:`HTCConfig`, whose class replaces the standard RoI heads as a whole (the cascade). The models live in ``baselines/point_rend.py`` and ``baselines/htc.py``.
+:class:`HTCConfig`, whose class replaces the standard RoI heads as a whole (the cascade). The models live in
+``baselines/point_rend.py`` and ``baselines/htc.py``.
 
 Paper rows and how we read them:
 

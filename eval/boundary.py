@@ -27,6 +27,8 @@ import cv2
 import numpy as np
 from scipy import ndimage
 
+from eval.errors import UsageError
+
 __all__ = [
     "distance_boundary_region",
     "conv_boundary_region",
@@ -46,7 +48,7 @@ def _as_binary_2d(mask: np.ndarray, name: str = "mask") -> np.ndarray:
     """Return ``mask != 0`` as a bool (H, W) array; ValueError if ``mask`` is not 2-D."""
     arr = np.asarray(mask)
     if arr.ndim != 2:
-        raise ValueError(f"{name} must be a 2-D (H, W) array, got shape {arr.shape}")
+        raise UsageError(f"{name} must be a 2-D (H, W) array, got shape {arr.shape}")
     if arr.dtype == np.bool_:
         return arr
     return arr != 0
@@ -54,7 +56,7 @@ def _as_binary_2d(mask: np.ndarray, name: str = "mask") -> np.ndarray:
 
 def _check_same_shape(a: np.ndarray, b: np.ndarray, name_a: str, name_b: str) -> None:
     if a.shape != b.shape:
-        raise ValueError(f"{name_a} and {name_b} must have the same shape, got {a.shape} and {b.shape}")
+        raise UsageError(f"{name_a} and {name_b} must have the same shape, got {a.shape} and {b.shape}")
 
 
 def _window_sum(padded: np.ndarray, k: int) -> np.ndarray:
@@ -116,7 +118,7 @@ def distance_boundary_region(
     """
     m = _as_binary_2d(mask)
     if not np.isfinite(d) or d < 0:
-        raise ValueError(f"d must be a finite non-negative number of pixels, got {d!r}")
+        raise UsageError(f"d must be a finite non-negative number of pixels, got {d!r}")
     if frame:
         m_work = np.pad(m, 1, mode="constant", constant_values=False)
     else:
@@ -184,9 +186,9 @@ def conv_boundary_region(
     """
     m = _as_binary_2d(mask)
     if isinstance(width, bool) or int(width) != width or width < 1:
-        raise ValueError(f"width must be a positive integer number of pixels, got {width!r}")
+        raise UsageError(f"width must be a positive integer number of pixels, got {width!r}")
     if not np.isfinite(threshold) or threshold < 0:
-        raise ValueError(f"threshold must be a finite number >= 0, got {threshold!r}")
+        raise UsageError(f"threshold must be a finite number >= 0, got {threshold!r}")
     w = int(width)
     k = 2 * w + 1
     k2 = k * k
@@ -287,7 +289,7 @@ def disk(radius: float) -> np.ndarray:
         If ``radius`` is negative or not finite.
     """
     if not np.isfinite(radius) or radius < 0:
-        raise ValueError(f"radius must be a finite number >= 0, got {radius!r}")
+        raise UsageError(f"radius must be a finite number >= 0, got {radius!r}")
     ax = np.arange(-radius, radius + 1)
     x, y = np.meshgrid(ax, ax)
     return ((x**2 + y**2) <= radius**2).astype(np.uint8)
@@ -296,7 +298,7 @@ def disk(radius: float) -> np.ndarray:
 def _bound_pix(bound_th: float, shape: tuple[int, int]) -> float:
     """DAVIS tolerance radius: ``bound_th`` if >= 1 else ceil(bound_th * image diagonal)."""
     if not np.isfinite(bound_th) or bound_th <= 0:
-        raise ValueError(f"bound_th must be a positive finite number, got {bound_th!r}")
+        raise UsageError(f"bound_th must be a positive finite number, got {bound_th!r}")
     if bound_th >= 1:
         return bound_th
     return float(np.ceil(bound_th * np.linalg.norm(shape)))
@@ -461,7 +463,7 @@ def mask_to_boundary(mask: np.ndarray, dilation_ratio: float = 0.02) -> np.ndarr
     """
     m = _as_binary_2d(mask).astype(np.uint8)
     if not np.isfinite(dilation_ratio) or dilation_ratio < 0:
-        raise ValueError(f"dilation_ratio must be a finite number >= 0, got {dilation_ratio!r}")
+        raise UsageError(f"dilation_ratio must be a finite number >= 0, got {dilation_ratio!r}")
     h, w = m.shape
     dilation = max(1, int(round(dilation_ratio * math.sqrt(h**2 + w**2))))
     padded = cv2.copyMakeBorder(m, 1, 1, 1, 1, cv2.BORDER_CONSTANT, value=0)

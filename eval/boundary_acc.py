@@ -32,12 +32,14 @@ from __future__ import annotations
 import logging
 import math
 import warnings
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 import cv2
 import numpy as np
 
 from eval.boundary_f import _gt_bbox, _iter_by_image, _match, refinemask_window
+from eval.errors import UsageError
 from eval.masks import rle_to_mask
 
 __all__ = ["boundary_accuracy", "boundary_accuracy_multi", "pair_accuracy", "window_band"]
@@ -74,13 +76,13 @@ def window_band(gt_mask: np.ndarray, rows: slice, cols: slice, d: float) -> np.n
     """
     g = np.asarray(gt_mask)
     if g.ndim != 2:
-        raise ValueError(f"gt_mask must be a 2-D (H, W) array, got shape {g.shape}")
+        raise UsageError(f"gt_mask must be a 2-D (H, W) array, got shape {g.shape}")
     if not np.isfinite(d) or d < 0:
-        raise ValueError(f"d must be a finite non-negative number of pixels, got {d!r}")
+        raise UsageError(f"d must be a finite non-negative number of pixels, got {d!r}")
     hh, ww = g.shape
     r0, r1, c0, c1 = rows.start, rows.stop, cols.start, cols.stop
     if not (0 <= r0 <= r1 <= hh and 0 <= c0 <= c1 <= ww):
-        raise ValueError(f"window rows {r0}:{r1}, cols {c0}:{c1} is not inside the {hh}x{ww} mask")
+        raise UsageError(f"window rows {r0}:{r1}, cols {c0}:{c1} is not inside the {hh}x{ww} mask")
     m = int(math.floor(d)) + 1
     er0, er1 = max(r0 - m, 0), min(r1 + m, hh)
     ec0, ec1 = max(c0 - m, 0), min(c1 + m, ww)
@@ -148,11 +150,11 @@ def pair_accuracy(
     p = np.asarray(pred_mask)
     g = np.asarray(gt_mask)
     if p.ndim != 2 or g.ndim != 2:
-        raise ValueError(f"pred_mask and gt_mask must be 2-D (H, W) arrays, got {p.shape} and {g.shape}")
+        raise UsageError(f"pred_mask and gt_mask must be 2-D (H, W) arrays, got {p.shape} and {g.shape}")
     if p.shape != g.shape:
-        raise ValueError(f"pred_mask and gt_mask must have the same shape, got {p.shape} and {g.shape}")
+        raise UsageError(f"pred_mask and gt_mask must have the same shape, got {p.shape} and {g.shape}")
     if not np.isfinite(d) or d < 0:
-        raise ValueError(f"d must be a finite non-negative number of pixels, got {d!r}")
+        raise UsageError(f"d must be a finite non-negative number of pixels, got {d!r}")
     if bbox is None:
         rs, cs = slice(0, g.shape[0]), slice(0, g.shape[1])
     else:
@@ -184,7 +186,7 @@ def boundary_accuracy_multi(
     """
     d_list = [float(d) for d in ds]
     if not d_list or any(not np.isfinite(d) or d < 0 for d in d_list):
-        raise ValueError(f"ds must be a non-empty sequence of finite numbers >= 0, got {ds!r}")
+        raise UsageError(f"ds must be a non-empty sequence of finite numbers >= 0, got {ds!r}")
     matches, _skipped, gt_rles, pred_rles, sizes, anns = _match(gt, results, score_thr, iou_thr)
     ann_by_id = {a["id"]: a for a in anns}
     # counts[k, j] = (n_band, correct_band, n_non, correct_non) for match k and d_list[j]

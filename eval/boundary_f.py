@@ -30,12 +30,14 @@ import logging
 import math
 import warnings
 from collections import defaultdict
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 import numpy as np
 from pycocotools import mask as mask_utils
 
 from eval.boundary import f_measure_multi
+from eval.errors import UsageError
 from eval.masks import rle_to_mask, segm_to_rle
 
 __all__ = [
@@ -56,13 +58,13 @@ MATCH_KEYS = ("gt_id", "image_id", "category_id", "pred_index", "score", "mask_i
 def _image_sizes(gt: dict) -> dict[int, tuple[int, int]]:
     """image id -> (height, width) from a COCO-format GT dict."""
     if not isinstance(gt, dict) or "images" not in gt or "annotations" not in gt:
-        raise ValueError("gt must be a parsed COCO-format dict with 'images' and 'annotations'")
+        raise UsageError("gt must be a parsed COCO-format dict with 'images' and 'annotations'")
     sizes: dict[int, tuple[int, int]] = {}
     for img in gt["images"]:
         try:
             sizes[img["id"]] = (int(img["height"]), int(img["width"]))
         except KeyError as exc:
-            raise ValueError(f"gt image record {img.get('id')!r} lacks {exc.args[0]!r}") from None
+            raise UsageError(f"gt image record {img.get('id')!r} lacks {exc.args[0]!r}") from None
     return sizes
 
 
@@ -79,7 +81,7 @@ def _group_results(results: list[dict], score_thr: float) -> dict[tuple[int, int
             if r["score"] >= score_thr:
                 groups[(r["image_id"], r["category_id"])].append(i)
         except KeyError as exc:
-            raise ValueError(f"result {i} lacks the key {exc.args[0]!r}") from None
+            raise UsageError(f"result {i} lacks the key {exc.args[0]!r}") from None
     return groups
 
 
@@ -101,7 +103,7 @@ def _match(
     for ann in anns:
         img_id = ann["image_id"]
         if img_id not in sizes:
-            raise ValueError(f"annotation {ann.get('id')!r} refers to unknown image {img_id!r}")
+            raise UsageError(f"annotation {ann.get('id')!r} refers to unknown image {img_id!r}")
         h, w = sizes[img_id]
         cand = groups.get((img_id, ann["category_id"]))
         if not cand:
@@ -271,13 +273,13 @@ def boundary_f(
     Source: RefineMask appendix A.2; golden README §3.1 / §3.3; DAVIS ``f_measure``.
     """
     if window not in ("full", "crop"):
-        raise ValueError(f"window must be 'full' or 'crop', got {window!r}")
+        raise UsageError(f"window must be 'full' or 'crop', got {window!r}")
     tols = tuple(tolerances)
     if not tols or any(not np.isfinite(t) or t <= 0 for t in tols):
-        raise ValueError(f"tolerances must be a non-empty sequence of positive numbers, got {tolerances!r}")
+        raise UsageError(f"tolerances must be a non-empty sequence of positive numbers, got {tolerances!r}")
     keys = [tolerance_key(t) for t in tols]
     if len(set(keys)) != len(keys):
-        raise ValueError(f"tolerances must be distinct, got {tolerances!r}")
+        raise UsageError(f"tolerances must be distinct, got {tolerances!r}")
 
     matches, skipped, gt_rles, pred_rles, sizes, anns = _match(gt, results, score_thr, iou_thr)
     ann_by_id = {a["id"]: a for a in anns}

@@ -9,8 +9,8 @@ training (paper Sec. 4.3, Table 3; Sec. 1: "RoIAlign ... loses details").
 Resampling (documented choice, pure OpenCV so the evaluator never needs torch):
 1. box = the tight pixel box of the GT mask (what a perfect detector would return; the json ``bbox`` is not
    used because a few real LVIS v0.5 annotations, e.g. ids 184-187 and 215 of the bundled cocofied file, carry
-   a ``bbox`` that does not enclose their mask), widened to whole pixels: x0 = floor(x), y0 = floor(y), x1 = ceil(x + w),
-   y1 = ceil(y + h), clipped to the image (the Table 12 golden crop rule);
+   a ``bbox`` that does not enclose their mask), widened to whole pixels: x0 = floor(x), y0 = floor(y),
+   x1 = ceil(x + w), y1 = ceil(y + h), clipped to the image (the Table 12 golden crop rule);
 2. target = ``cv2.resize(crop, (S, S), INTER_AREA) >= 0.5`` when shrinking (area averaging ≈ RoIAlign with
    adaptive sampling, then the 0.5 binarisation of mmdetection's ``mask_target``), ``INTER_LINEAR`` when
    enlarging;

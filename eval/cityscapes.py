@@ -39,6 +39,7 @@ import numpy as np
 from PIL import Image
 from pycocotools import mask as mask_utils
 
+from eval.errors import UsageError
 from eval.io import atomic_write
 from eval.masks import mask_to_rle, segm_to_rle
 
@@ -78,7 +79,7 @@ def _read_instance_ids(path: str) -> np.ndarray:
     with Image.open(path) as img:
         arr = np.array(img)
     if arr.ndim != 2:
-        raise ValueError(
+        raise UsageError(
             f"{path}: expected a single-channel 16-bit instanceIds PNG, got an array of shape {arr.shape}; "
             "pass the *_gtFine_instanceIds.png files of the official gtFine package"
         )
@@ -168,7 +169,7 @@ def instance_ids_to_coco(
         for inst_id in np.unique(inst[inst >= 24]).tolist():
             label_id = inst_id // 1000 if inst_id >= 1000 else inst_id
             if label_id not in id2label:
-                raise ValueError(
+                raise UsageError(
                     f"{path}: instance id {inst_id} maps to label id {label_id}, which is not a Cityscapes "
                     "label; the file is not a valid *_gtFine_instanceIds.png"
                 )
@@ -218,26 +219,26 @@ def _check_results(gt: dict, results: list[dict]) -> list[dict]:
     for i, r in enumerate(results):
         for key in ("image_id", "category_id", "segmentation", "score"):
             if key not in r:
-                raise ValueError(f"result #{i} has no '{key}' field; COCO segm results need image_id, "
+                raise UsageError(f"result #{i} has no '{key}' field; COCO segm results need image_id, "
                                  "category_id, segmentation and score")
         img = imgs.get(r["image_id"])
         if img is None:
-            raise ValueError(
+            raise UsageError(
                 f"result #{i} has image_id {r['image_id']!r}, which is not an image of the GT file; "
                 "evaluate results against the GT json they were produced for"
             )
         if r["category_id"] not in cat_ids:
-            raise ValueError(
+            raise UsageError(
                 f"result #{i} (image_id {r['image_id']!r}) has category_id {r['category_id']!r}, not one of the "
                 f"GT categories {sorted(cat_ids)}; map the model's contiguous labels back to the json's ids"
             )
         score = float(r["score"])
         if not math.isfinite(score):
-            raise ValueError(f"result #{i} (image_id {r['image_id']!r}) has a non-finite score {r['score']!r}")
+            raise UsageError(f"result #{i} (image_id {r['image_id']!r}) has a non-finite score {r['score']!r}")
         h, w = int(img["height"]), int(img["width"])
         rle = segm_to_rle(r["segmentation"], h, w)
         if [int(s) for s in rle["size"]] != [h, w]:
-            raise ValueError(
+            raise UsageError(
                 f"result #{i} (image_id {r['image_id']!r}): mask size {list(rle['size'])} differs from the image "
                 f"size [{h}, {w}]; paste predicted masks back to the full image before encoding"
             )
@@ -346,7 +347,7 @@ def _gt_png_path(gt_fine_dir: str, split: str, file_name: str) -> str:
     """``<gt_fine_dir>/<split>/<city>/<stem>_gtFine_instanceIds.png`` for an image ``file_name``."""
     base = os.path.basename(file_name)
     if not base.endswith(_IMG_SUFFIX):
-        raise ValueError(f"image file_name {file_name!r} does not end with '{_IMG_SUFFIX}'; "
+        raise UsageError(f"image file_name {file_name!r} does not end with '{_IMG_SUFFIX}'; "
                          "expected Cityscapes-as-COCO json from instance_ids_to_coco or mmdet's converter")
     stem = base[: -len(_IMG_SUFFIX)]
     city = os.path.basename(os.path.dirname(file_name)) or stem.split("_")[0]
@@ -414,14 +415,14 @@ def cityscapes_official_ap(
             cat_to_label[c["id"]] = _NAME_TO_LABEL_ID[c["name"]]
     for i, r in enumerate(checked):
         if r["category_id"] not in cat_to_label:
-            raise ValueError(
+            raise UsageError(
                 f"result #{i} (image_id {r['image_id']!r}) has category_id {r['category_id']!r}, whose name is "
                 f"not one of the evaluated Cityscapes classes {sorted(_NAME_TO_LABEL_ID)}"
             )
 
     images = list(gt.get("images", []))
     if not images:
-        raise ValueError("the GT json has no images; nothing to evaluate")
+        raise UsageError("the GT json has no images; nothing to evaluate")
     gt_paths = [_gt_png_path(gt_fine_dir, split, img["file_name"]) for img in images]
     missing = [p for p in gt_paths if not os.path.isfile(p)]
     if missing:

@@ -29,6 +29,7 @@ from typing import Any
 
 from . import io as eio
 from .coco import AP_KEYS, boundary_ap, coco_mask_ap
+from .errors import UsageError
 from .lvis_ap import LVIS_AP_KEYS, is_cocofied, lvis_ap
 
 log = logging.getLogger(__name__)
@@ -108,7 +109,7 @@ class InstanceSegEvaluator:
                  params: EvalParams | None = None, gt_path=None, lvis_gt_path=None, cityscapes_gt_dir=None,
                  cityscapes_split: str = "val"):
         if gt is None and lvis_gt is None:
-            raise ValueError("give at least one ground truth: a COCO json (--gt) or an LVIS json (--lvis-gt)")
+            raise UsageError("give at least one ground truth: a COCO json (--gt) or an LVIS json (--lvis-gt)")
         self.gt, self.lvis_gt = gt, lvis_gt
         self.gt_path, self.lvis_gt_path = gt_path, lvis_gt_path
         self.cityscapes_gt_dir, self.cityscapes_split = cityscapes_gt_dir, cityscapes_split
@@ -117,11 +118,12 @@ class InstanceSegEvaluator:
         metrics = list(metrics) if metrics else allowed
         for m in metrics:
             if m not in GROUPS:
-                raise ValueError(f"unknown metric group {m!r}; choose from {', '.join(GROUPS)}")
+                raise UsageError(f"unknown metric group {m!r}; choose from {', '.join(GROUPS)}")
             if m not in allowed:
                 need = {"ap_star": "--lvis-gt (a cocofied LVIS file)", "lvis": "--lvis-gt (a raw LVIS file)",
-                        "cityscapes": "--gt (Cityscapes-as-COCO json) and --cityscapes-gt-dir"}.get(m, "--gt (a COCO json)")
-                raise ValueError(f"metric group {m!r} needs {need}")
+                        "cityscapes": "--gt (Cityscapes-as-COCO json) and --cityscapes-gt-dir"}.get(
+                            m, "--gt (a COCO json)")
+                raise UsageError(f"metric group {m!r} needs {need}")
         self.metrics = [g for g in GROUPS if g in metrics]
         self.reset()
 
@@ -177,7 +179,8 @@ class InstanceSegEvaluator:
         if unknown is not None:
             if not (coco_part or lvis_part):  # nothing known anywhere: report it as a results file of another split
                 eio.validate_results(results, self.gt, source, gt_path=self.gt_path)
-            raise eio.EvalInputError(source, f"image_id {results[unknown].get('image_id')!r} is in neither ground truth",
+            raise eio.EvalInputError(source,
+                                     f"image_id {results[unknown].get('image_id')!r} is in neither ground truth",
                                      "drop detections of images outside the evaluated split", f"results[{unknown}]")
         return coco_part, lvis_part
 

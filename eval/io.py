@@ -23,6 +23,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from .errors import InputError
 from .masks import segm_to_rle
 
 log = logging.getLogger(__name__)
@@ -38,7 +39,7 @@ COCO_CATEGORY_IDS = frozenset([
     64, 65, 67, 70, 72, 73, 74, 75, 76, 77, 78, 79, 80, 81, 82, 84, 85, 86, 87, 88, 89, 90])
 
 
-class EvalInputError(ValueError):
+class EvalInputError(InputError):
     """A bad evaluator input: the message names the file, the record and how to fix it."""
 
     def __init__(self, path: str | os.PathLike | None, problem: str, fix: str, record: str | None = None):
@@ -81,7 +82,7 @@ def load_json(path: str | os.PathLike, what: str) -> Any:
     except json.JSONDecodeError as e:
         raise EvalInputError(
             p, f"{what} file is not valid json (line {e.lineno}, column {e.colno}: {e.msg})",
-            f"pass a json file; re-export it if it was truncated") from e
+            "pass a json file; re-export it if it was truncated") from e
     except OSError as e:
         raise EvalInputError(p, f"cannot read {what} file ({e.strerror})", "check the file's permissions") from e
 
@@ -152,11 +153,13 @@ def validate_gt(ds: Any, path: str | os.PathLike | None = None, *, expect: str =
                              "pass a COCO/LVIS instances file (a results list goes to --results)")
     lvis = is_lvis_dataset(ds)
     if expect == "coco" and lvis:
-        raise EvalInputError(path, "this is an LVIS-format file (images have neg_category_ids), passed as COCO ground truth",
+        raise EvalInputError(path, "this is an LVIS-format file (images have neg_category_ids), passed as COCO "
+                             "ground truth",
                              "pass it with --lvis-gt (for AP* make it with `rmbench cocofy-lvis` first)")
     if expect == "lvis" and not lvis:
-        raise EvalInputError(path, "this is a COCO-format file (images lack neg_category_ids / not_exhaustive_category_ids), "
-                             "passed as LVIS ground truth", "pass it with --gt, and the cocofied LVIS file with --lvis-gt")
+        raise EvalInputError(path, "this is a COCO-format file (images lack neg_category_ids / "
+                             "not_exhaustive_category_ids), passed as LVIS ground truth",
+                             "pass it with --gt, and the cocofied LVIS file with --lvis-gt")
     images = {}
     for i, im in enumerate(ds["images"]):
         if not isinstance(im, dict) or not all(k in im for k in ("id", "height", "width")):
@@ -182,15 +185,15 @@ def validate_gt(ds: Any, path: str | os.PathLike | None = None, *, expect: str =
             raise EvalInputError(path, f"duplicate annotation id {a['id']} (also annotations[{seen[a['id']]}])",
                                  "give every annotation a unique id", rec)
         if a["id"] == 0:
-            raise EvalInputError(path, "annotation id 0 (pycocotools and lvis-api use 0 to mean 'unmatched' and miscount it)",
-                                 "renumber annotation ids from 1", rec)
+            raise EvalInputError(path, "annotation id 0 (pycocotools and lvis-api use 0 to mean 'unmatched' and "
+                                 "miscount it)", "renumber annotation ids from 1", rec)
         seen[a["id"]] = i
         if a["image_id"] not in images:
             raise EvalInputError(path, f"annotation refers to image_id {a['image_id']} that is not in 'images'",
                                  "add the image record or drop the annotation", rec)
         if a["category_id"] not in cats:
-            raise EvalInputError(path, f"annotation refers to category_id {a['category_id']} that is not in 'categories'",
-                                 "add the category or drop the annotation", rec)
+            raise EvalInputError(path, f"annotation refers to category_id {a['category_id']} that is not in "
+                                 "'categories'", "add the category or drop the annotation", rec)
         im = images[a["image_id"]]
         _check_segmentation(a["segmentation"], im["height"], im["width"], path, rec, "annotation")
     return ds
@@ -253,7 +256,8 @@ def validate_results(results: Any, gt: dict, path: str | os.PathLike | None = No
     for i, r in enumerate(results):
         rec = f"results[{i}]"
         if not isinstance(r, dict):
-            raise EvalInputError(path, "detection is not an object", "write {image_id, category_id, score, segmentation}", rec)
+            raise EvalInputError(path, "detection is not an object",
+                                 "write {image_id, category_id, score, segmentation}", rec)
         missing = [k for k in RESULT_KEYS if k not in r]
         if missing:
             raise EvalInputError(path, f"detection lacks {', '.join(repr(k) for k in missing)}",

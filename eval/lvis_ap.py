@@ -15,7 +15,6 @@ import contextlib
 import copy
 import logging
 import os
-from typing import Any
 
 import numpy as np
 
@@ -121,7 +120,8 @@ def cocofy_lvis(lvis_ds: dict, coco_to_synset: dict) -> dict:
         The cocofied dataset dict (a new object; the input is not modified).
     """
     synset_to_coco = {v["synset"]: v["coco_cat_id"] for v in coco_to_synset.values()}
-    lvis_to_coco = {c["id"]: synset_to_coco[c["synset"]] for c in lvis_ds["categories"] if c["synset"] in synset_to_coco}
+    lvis_to_coco = {c["id"]: synset_to_coco[c["synset"]] for c in lvis_ds["categories"]
+                    if c["synset"] in synset_to_coco}
     anns = []
     for a in lvis_ds["annotations"]:
         if a["category_id"] in lvis_to_coco:
@@ -154,7 +154,8 @@ def cocofy_lvis_file(lvis_path: str | os.PathLike, out_path: str | os.PathLike,
                      mapping_path: str | os.PathLike) -> dict:
     """``rmbench cocofy-lvis``: read ``lvis_v0.5_val.json``, write the cocofied file atomically, return a summary."""
     ds = load_json(lvis_path, "LVIS annotation")
-    if not isinstance(ds, dict) or "categories" not in ds or not ds["categories"] or "synset" not in ds["categories"][0]:
+    cats = ds.get("categories") if isinstance(ds, dict) else None
+    if not cats or not isinstance(cats, list) or "synset" not in cats[0]:
         raise EvalInputError(lvis_path, "not an LVIS annotation file (categories need a 'synset')",
                              "pass the official lvis_v0.5_val.json")
     mapping = load_json(mapping_path, "COCO->LVIS mapping")

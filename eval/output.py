@@ -73,7 +73,7 @@ def provenance(inputs: dict[str, str | os.PathLike | None], params: dict[str, An
         "versions": versions(),
         "device": device or f"cpu ({platform.machine()}, {os.cpu_count()} cores)",
         "platform": platform.platform(),
-        "created_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "created_utc": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
     }
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from .errors import MissingFileError
+
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -16,7 +18,7 @@ def data_dir() -> Path:
     """
     d = Path(os.environ.get("RMBENCH_DATA", PROJECT_ROOT / "data"))
     if not (d / "coco_mini").is_dir():
-        raise FileNotFoundError(
+        raise MissingFileError(
             f"bundled data not found at {d} (expected {d / 'coco_mini'}); run from a clone of the repository "
             f"or set RMBENCH_DATA to its data/ folder")
     return d
@@ -30,5 +32,5 @@ def bundled(*parts: str) -> Path:
     """
     p = data_dir().joinpath(*parts)
     if not p.exists():
-        raise FileNotFoundError(f"bundled file missing: {p}")
+        raise MissingFileError(f"bundled file missing: {p}")
     return p

@@ -39,17 +39,18 @@ from __future__ import annotations
 
 import logging
 import math
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 import cv2
 import numpy as np
 
 from eval.boundary import conv_boundary_region, distance_boundary_region, region_iou
+from eval.errors import UsageError
 from eval.masks import ann_to_mask
 
 __all__ = [
     "VARIANTS",
-    "PAPER_TABLE12",
     "select_table12_masks",
     "region_ious_for_mask",
     "table12_from_masks",
@@ -88,14 +89,12 @@ VARIANTS: dict[str, dict[str, Any]] = {
     },
 }
 """Variant name -> parameters of :func:`distance_boundary_region` / :func:`conv_boundary_region`."""
-
-PAPER_TABLE12: dict[int, float] = {28: 0.76, 56: 0.75, 112: 0.80}
 """RefineMask Table 12 (mean IoU per output size; d not stated)."""
 
 
 def _check_variant(variant: str) -> dict[str, Any]:
     if variant not in VARIANTS:
-        raise ValueError(f"unknown variant {variant!r}; expected one of {sorted(VARIANTS)}")
+        raise UsageError(f"unknown variant {variant!r}; expected one of {sorted(VARIANTS)}")
     return VARIANTS[variant]
 
 
@@ -133,10 +132,10 @@ def select_table12_masks(
     """
     sizes = [int(s) for s in sizes]
     if not sizes or any(s < 1 for s in sizes):
-        raise ValueError(f"sizes must be positive integers, got {sizes!r}")
+        raise UsageError(f"sizes must be positive integers, got {sizes!r}")
     anns = sorted((a for a in gt["annotations"] if not a.get("iscrowd", 0)), key=lambda a: a["id"])
     if not 0 < num_masks <= len(anns):
-        raise ValueError(f"num_masks must be in 1..{len(anns)} (non-crowd annotations), got {num_masks}")
+        raise UsageError(f"num_masks must be in 1..{len(anns)} (non-crowd annotations), got {num_masks}")
     idx = np.sort(np.random.default_rng(seed).choice(len(anns), num_masks, replace=False))
     imgs = {im["id"]: im for im in gt["images"]}
     out = []
@@ -149,7 +148,7 @@ def select_table12_masks(
         x0, y0 = max(math.floor(x), 0), max(math.floor(y), 0)
         x1, y1 = min(math.ceil(x + w), ww), min(math.ceil(y + h), hh)
         if x1 <= x0 or y1 <= y0:
-            raise ValueError(f"annotation {ann['id']} has an empty crop {[x0, y0, x1, y1]}")
+            raise UsageError(f"annotation {ann['id']} has an empty crop {[x0, y0, x1, y1]}")
         crop = full[y0:y1, x0:x1].astype(np.float32)
         masks = {s: cv2.resize(crop, (s, s), interpolation=cv2.INTER_LINEAR) >= 0.5 for s in sizes}
         out.append({"gt_id": ann["id"], "image_id": ann["image_id"], "crop_xyxy": [x0, y0, x1, y1], "masks": masks})
@@ -204,12 +203,12 @@ def table12_from_masks(
     params = _check_variant(variant)
     widths = [int(w) for w in widths]
     if not masks:
-        raise ValueError("masks must not be empty")
+        raise UsageError("masks must not be empty")
     sizes = sorted(masks[0])
     per_mask = []
     for m in masks:
         if sorted(m) != sizes:
-            raise ValueError(f"all masks need the same sizes {sizes}, got {sorted(m)}")
+            raise UsageError(f"all masks need the same sizes {sizes}, got {sorted(m)}")
         per_mask.append({f"{s}_d{w}": region_ious_for_mask(m[s], w, variant) for s in sizes for w in widths})
     mean_iou = {
         f"{s}x{s}": {f"d={w}": float(np.mean([r[f"{s}_d{w}"] for r in per_mask])) for w in widths} for s in sizes
@@ -232,6 +231,7 @@ def table12_study(
     num_masks: int = 200,
     seed: int = 2021,
     variant: str = "primary",
+    paper: dict[int, float] | None = None,
 ) -> dict:
     """RefineMask Table 12 on a COCO-format GT file (golden README §5).
 
@@ -247,6 +247,9 @@ def table12_study(
         Mask selection (``default_rng(seed).choice(n_noncrowd, num_masks, replace=False)``).
     variant : str
         A key of :data:`VARIANTS` ("primary" = golden primary definitions).
+    paper : dict of int to float, optional
+        The paper's Table 12 {S: mean IoU} to compare with (its home is ``reports/paper/table12.csv``;
+        ``reports.tables.paper_table12()`` reads it). None: no comparison.
 
     Returns
     -------
@@ -263,16 +266,17 @@ def table12_study(
     """
     _check_variant(variant)
     sel = select_table12_masks(gt, sizes, num_masks, seed)
-    return _study_from_selection(sel, widths, variant, seed)
+    return _study_from_selection(sel, widths, variant, seed, paper or {})
 
 
-def _study_from_selection(sel: list[dict], widths: Iterable[int], variant: str, seed: int) -> dict:
+def _study_from_selection(sel: list[dict], widths: Iterable[int], variant: str, seed: int,
+                          paper_by_size: dict[int, float]) -> dict:
     res = table12_from_masks([s["masks"] for s in sel], widths, variant)
     per_mask = [
         {"gt_id": s["gt_id"], "image_id": s["image_id"], "crop_xyxy": s["crop_xyxy"], "iou": ious}
         for s, ious in zip(sel, res.pop("per_mask_iou"))
     ]
-    paper = {f"{s}x{s}": v for s, v in PAPER_TABLE12.items() if s in res["sizes"]}
+    paper = {f"{s}x{s}": v for s, v in paper_by_size.items() if s in res["sizes"]}
     mad = {
         f"d={w}": (
             float(np.mean([abs(res["mean_iou"][k][f"d={w}"] - v) for k, v in paper.items()]))
@@ -287,13 +291,15 @@ def _study_from_selection(sel: list[dict], widths: Iterable[int], variant: str, 
 
 def compare_variants_to_paper(
     gt: dict,
+    paper: dict[int, float],
     sizes: tuple[int, ...] = (28, 56, 112),
     widths: tuple[int, ...] = (1, 2),
     num_masks: int = 200,
     seed: int = 2021,
     variants: Iterable[str] | None = None,
 ) -> dict:
-    """Run :func:`table12_study` for several variants (one mask selection) and rank them.
+    """Run :func:`table12_study` for several variants (one mask selection) and rank them against ``paper``,
+    the paper's Table 12 {S: mean IoU} (``reports.tables.paper_table12()``).
 
     Returns
     -------
@@ -306,7 +312,7 @@ def compare_variants_to_paper(
     for n in names:
         _check_variant(n)
     sel = select_table12_masks(gt, sizes, num_masks, seed)
-    studies = {n: _study_from_selection(sel, widths, n, seed) for n in names}
+    studies = {n: _study_from_selection(sel, widths, n, seed, paper) for n in names}
     ranking = sorted(
         ((n, float(np.mean(list(s["mean_abs_diff_to_paper"].values())))) for n, s in studies.items()),
         key=lambda t: t[1],

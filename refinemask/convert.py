@@ -19,10 +19,12 @@ from __future__ import annotations
 import os
 import pickle
 import re
-from typing import Callable, Mapping
+from collections.abc import Callable, Mapping
 
 import torch
 from torch import Tensor, nn
+
+from eval.errors import MissingFileError, UsageError
 
 __all__ = [
     "TRUNK_PREFIXES",
@@ -87,7 +89,7 @@ def _apply(rules, key: str) -> str | None:
 def _check_tensors(state_dict: Mapping[str, object]) -> None:
     bad = [k for k, v in state_dict.items() if not isinstance(v, Tensor)]
     if bad:
-        raise ValueError(f"state dict values must be tensors; not tensors: {bad[:10]}{' ...' if len(bad) > 10 else ''}")
+        raise UsageError(f"state dict values must be tensors; not tensors: {bad[:10]}{' ...' if len(bad) > 10 else ''}")
 
 
 def _strip_module(state_dict: Mapping[str, Tensor]) -> dict[str, Tensor]:
@@ -139,13 +141,13 @@ def convert_mmdet_trunk(state_dict: Mapping[str, Tensor]) -> tuple[dict[str, Ten
         else:
             trunk[new] = v
     if unknown:
-        raise ValueError(
+        raise UsageError(
             f"convert_mmdet_trunk: {len(unknown)} trunk key(s) have no mapping (not an mmdet Mask R-CNN "
             f"ResNet/ResNeXt-FPN trunk?): {unknown[:20]}{' ...' if len(unknown) > 20 else ''}"
         )
     cls_w, reg_w = trunk.get("roi_heads.box_head.cls_score.weight"), trunk.get("roi_heads.box_head.bbox_pred.weight")
     if cls_w is not None and reg_w is not None and reg_w.shape[0] != 4 * (cls_w.shape[0] - 1):
-        raise ValueError(
+        raise UsageError(
             f"convert_mmdet_trunk: fc_cls has {cls_w.shape[0]} rows and fc_reg {reg_w.shape[0]}; expected mmdet >= 2.0 "
             f"layout (C + 1 classes with background last, class-specific C·4 regression). mmdet 1.x checkpoints "
             f"(background first, (C + 1)·4 regression) and class-agnostic box heads are not supported."
@@ -192,7 +194,7 @@ def convert_refinemask_head(state_dict: Mapping[str, Tensor]) -> dict[str, Tenso
         else:
             out[new.replace("{final}", str(final))] = v
     if unknown:
-        raise ValueError(
+        raise UsageError(
             f"convert_official_refinemask: {len(unknown)} key(s) have no mapping (not a RefineMask checkpoint of "
             f"zhanggang001/RefineMask?): {unknown[:20]}{' ...' if len(unknown) > 20 else ''}"
         )
@@ -240,11 +242,11 @@ def read_mmdet_checkpoint(path: str | os.PathLike) -> tuple[dict[str, Tensor], d
     """
     path = os.fspath(path)
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"checkpoint not found: {path!r}")
+        raise MissingFileError(f"checkpoint not found: {path!r}")
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        raise ValueError(_RESAVE_HELP.format(path=path, err=str(e).splitlines()[0] if str(e) else repr(e))) from e
+        raise UsageError(_RESAVE_HELP.format(path=path, err=str(e).splitlines()[0] if str(e) else repr(e))) from e
     meta: dict = {}
     state = ckpt
     if isinstance(ckpt, dict):
@@ -254,7 +256,7 @@ def read_mmdet_checkpoint(path: str | os.PathLike) -> tuple[dict[str, Tensor], d
                 meta = ckpt.get("meta") if isinstance(ckpt.get("meta"), dict) else {}
                 break
     if not isinstance(state, dict) or not state or not all(isinstance(v, Tensor) for v in state.values()):
-        raise ValueError(f"{path!r} does not hold a state dict of tensors (expected an mmdet checkpoint)")
+        raise UsageError(f"{path!r} does not hold a state dict of tensors (expected an mmdet checkpoint)")
     return _strip_module(state), meta
 
 
@@ -290,7 +292,7 @@ def load_official_refinemask(model: nn.Module, path: str | os.PathLike) -> dict:
         def _fmt(xs):
             return f"{xs[:15]}{' ...' if len(xs) > 15 else ''} ({len(xs)})"
 
-        raise ValueError(
+        raise UsageError(
             f"checkpoint {os.fspath(path)!r} does not fit this model (built from another preset? class count, head "
             f"variant and backbone must match): missing {_fmt(missing)}, unexpected {_fmt(unexpected)}, "
             f"shape mismatches {_fmt(shapes)}"

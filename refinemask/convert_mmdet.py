@@ -18,7 +18,8 @@ mmdet                                          ours
 =============================================  ==============================================
 
 Class layout needs no permutation: mmdet ≥ 2.0 puts background LAST in ``fc_cls`` (C + 1 rows) and regresses
-class-specifically with C·4 rows (no background slot), exactly our :class:`~refinemask.detection.roi_heads.TwoFCBoxHead`.
+class-specifically with C·4 rows (no background slot), exactly our
+:class:`~refinemask.detection.roi_heads.TwoFCBoxHead`.
 mmdet 1.x checkpoints (background FIRST, ``fc_reg`` with (C + 1)·4 rows) are rejected with a clear error.
 Box-coder stds (0.1, 0.1, 0.2, 0.2) ↔ our ``bbox_reg_weights`` (10, 10, 5, 5) are configuration, not weights.
 
@@ -33,10 +34,11 @@ from __future__ import annotations
 import os
 import re
 from collections import OrderedDict
-from typing import Callable, Mapping
+from collections.abc import Callable, Mapping
 
 from torch import Tensor, nn
 
+from eval.errors import UsageError
 from refinemask.convert import convert_mmdet_trunk, read_mmdet_checkpoint
 
 __all__ = [
@@ -72,7 +74,7 @@ def _strip_prefix(sd: Mapping[str, Tensor]) -> dict[str, Tensor]:
     return dict(sd)
 
 
-def convert_mmdet_mask_rcnn(sd: Mapping[str, Tensor]) -> "OrderedDict[str, Tensor]":
+def convert_mmdet_mask_rcnn(sd: Mapping[str, Tensor]) -> OrderedDict[str, Tensor]:
     """Rename an mmdet Mask R-CNN state dict (a plain ``{name: tensor}``) into our key space.
 
     Tensors are not copied (the same objects appear in the result). ``num_batches_tracked`` and
@@ -95,7 +97,7 @@ def convert_mmdet_mask_rcnn(sd: Mapping[str, Tensor]) -> "OrderedDict[str, Tenso
         else:
             unmapped.append(k)
     if unmapped:
-        raise ValueError(
+        raise UsageError(
             f"convert_mmdet_mask_rcnn: {len(unmapped)} mmdet key(s) have no counterpart in our Mask R-CNN: "
             f"{_fmt(unmapped)} (is this a Mask R-CNN R50/R101/X101-FPN checkpoint with an FCN mask head?)")
     return out
@@ -149,6 +151,6 @@ def load_mmdet_checkpoint(model: nn.Module, path_or_state: str | os.PathLike | M
             parts.append(f"model keys missing from the checkpoint: {_fmt(missing)}")
         if bad_shape:
             parts.append(f"shape mismatches: {_fmt(bad_shape, 6)}")
-        raise ValueError(f"mmdet checkpoint {src} does not fit {type(model).__name__}: " + "; ".join(parts))
+        raise UsageError(f"mmdet checkpoint {src} does not fit {type(model).__name__}: " + "; ".join(parts))
     model.load_state_dict(sd, strict=False)  # only num_batches_tracked may be absent
     return {"loaded": len(sd), "ignored": ignored}

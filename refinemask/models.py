@@ -14,8 +14,8 @@ from torch import nn
 from refinemask.config import FCNMaskConfig, Preset, RefineMaskConfig
 from refinemask.detection import (
     DetectionTransform,
-    ResNetFPN,
     RegionProposalNetwork,
+    ResNetFPN,
     RoIHeads,
     TwoStageDetector,
     build_fcn_branch,

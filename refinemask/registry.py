@@ -12,7 +12,10 @@ No torch import here: listing presets is cheap.
 from __future__ import annotations
 
 import difflib
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
+
+from eval.errors import UsageError
 
 from .config import MaskHeadConfig, Preset
 from .presets import MASK_RCNN_PRESETS, REFINEMASK_PRESETS
@@ -30,7 +33,7 @@ MASK_BRANCH_BUILDERS: dict[type, Callable[[Preset], Any]] = {}
 ROI_HEAD_BUILDERS: dict[type, Callable[[Preset], Any]] = {}
 
 
-class UnknownPresetError(KeyError, ValueError):
+class UnknownPresetError(KeyError, UsageError):
     """An unknown preset name; the message lists the closest known names.
 
     A ``KeyError`` for dict-like callers and a ``ValueError`` so the CLI reports it as bad input (exit 2).

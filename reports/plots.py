@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 from matplotlib.figure import Figure
 
+from eval.errors import MissingFileError, UsageError
 from eval.io import atomic_write
 
 #: the paper's Fig. 1 (COCO; boundary / non-boundary accuracy, fractions)
@@ -74,7 +75,7 @@ def plot_boundary_accuracy(values: dict[str, dict[str, float]], stem: str | os.P
     """
     items = [(m, v, False) for m, v in values.items()] + [(f"{m}\n(paper)", v, True) for m, v in (paper or {}).items()]
     if not items:
-        raise ValueError("no method to plot: give at least one {method: {boundary, non_boundary}}")
+        raise UsageError("no method to plot: give at least one {method: {boundary, non_boundary}}")
     fig = Figure(figsize=(max(5.5, 1.3 * len(items) + 1.5), 3.8))
     ax = fig.subplots()
     x = np.arange(len(items))
@@ -148,7 +149,7 @@ def plot_qualitative(gt: dict, images_dir: str | os.PathLike, results: dict[str,
     imgs = {im["id"]: im for im in gt["images"]}
     unknown = [i for i in image_ids if i not in imgs]
     if unknown or not image_ids:
-        raise ValueError(f"image ids {unknown or list(image_ids)} are not in the ground truth (give existing ids)")
+        raise UsageError(f"image ids {unknown or list(image_ids)} are not in the ground truth (give existing ids)")
     rows = [*results, "ground truth"]
     fig = Figure(figsize=(3.2 * len(image_ids), 2.6 * (len(rows) + 1)))
     axes = np.asarray(fig.subplots(len(rows) + 1, len(image_ids), squeeze=False))
@@ -157,7 +158,7 @@ def plot_qualitative(gt: dict, images_dir: str | os.PathLike, results: dict[str,
         path = Path(images_dir) / im["file_name"]
         bgr = cv2.imread(str(path))
         if bgr is None:
-            raise FileNotFoundError(f"{path}: image missing or unreadable; pass the folder holding "
+            raise MissingFileError(f"{path}: image missing or unreadable; pass the folder holding "
                                     f"{im['file_name']} as images_dir")
         rgb = bgr[:, :, ::-1]
         h, w = int(im["height"]), int(im["width"])
@@ -207,7 +208,7 @@ def plot_boundary_regions(masks: Sequence[np.ndarray], stem: str | os.PathLike, 
     from eval.region_study import VARIANTS
 
     if not masks:
-        raise ValueError("no mask to plot")
+        raise UsageError("no mask to plot")
     p = VARIANTS[variant]
     fig = Figure(figsize=(2.2 * len(masks), 4.8))
     axes = np.asarray(fig.subplots(2, len(masks), squeeze=False))
@@ -274,13 +275,37 @@ def plot_boundary_f_vs_tolerance(curves: dict[str, dict[int, float]], stem: str 
                     label=f"{r['Model']} {r['Backbone']} (paper)")
     ns = sorted({n for c in curves.values() for n in c} | ({1, 3} if paper else set()))
     if not ns:
-        raise ValueError("no boundary F value to plot")
+        raise UsageError("no boundary F value to plot")
     ax.set_xticks(ns)
     ax.set_xlabel("tolerance n (pixels)")
     ax.set_ylabel("boundary F (%)")
     ax.set_title("Boundary F versus pixel tolerance (appendix A.2)", fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
+    return save_figure(fig, stem)
+
+
+# --------------------------------------------------------------------------------------------------
+# The mask-resolution ceiling
+
+
+def plot_ceiling(rows: Sequence[dict], stem: str | os.PathLike) -> list[Path]:
+    """AP, AP*, F_1px, F_3px (percent) of GT masks resampled to S×S versus S (``eval.ceiling`` rows), log2 axis."""
+    if not rows:
+        raise UsageError("no ceiling rows to plot")
+    fig = Figure(figsize=(5.5, 3.8))
+    ax = fig.subplots()
+    sizes = [int(r["S"]) for r in rows]
+    for k, style in (("AP", "o-"), ("AP*", "s-"), ("F1px", "^-"), ("F3px", "v-")):
+        if k in rows[0]:
+            ax.plot(sizes, [100 * _num(r.get(k)) for r in rows], style, label=k)
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(sizes, [str(x) for x in sizes])
+    ax.set_xlabel("mask output size S (pixels)")
+    ax.set_ylabel("score (%)")
+    ax.set_title("Mask-resolution ceiling (resampled GT masks)")
+    ax.grid(alpha=0.3)
+    ax.legend()
     return save_figure(fig, stem)
 
 

@@ -36,6 +36,7 @@ from typing import Any
 
 import pandas as pd
 
+from eval.errors import UsageError
 from eval.io import EvalInputError, atomic_write
 from eval.output import COUNT_KEYS
 
@@ -86,7 +87,7 @@ def _parse_value(text: str, spec: str) -> Tolerance:
     except ValueError:
         v = math.nan
     if not math.isfinite(v) or v < 0:
-        raise ValueError(f"bad tolerance {spec!r}: {text!r} is not a non-negative number. "
+        raise UsageError(f"bad tolerance {spec!r}: {text!r} is not a non-negative number. "
                          f"Fix: write e.g. 0.002, coco.AP=0.001, 'boundary_f.*=0.005' or speed.fps=5%")
     return Tolerance(v / 100 if rel else v, rel)
 
@@ -109,12 +110,12 @@ def parse_tolerances(specs: Iterable[str] = (), default: float | None = None,
         if "=" in spec:
             pattern, value = spec.split("=", 1)
             if not pattern.strip() or "." not in pattern:
-                raise ValueError(f"bad tolerance {spec!r}: the metric must be group.key (e.g. coco.AP, ap_star.*)")
+                raise UsageError(f"bad tolerance {spec!r}: the metric must be group.key (e.g. coco.AP, ap_star.*)")
             tols.overrides.append((pattern.strip(), _parse_value(value, spec)))
         else:
             t = _parse_value(spec, spec)
             if t.relative:
-                raise ValueError(f"bad tolerance {spec!r}: the default must be absolute (e.g. 0.002)")
+                raise UsageError(f"bad tolerance {spec!r}: the default must be absolute (e.g. 0.002)")
             tols.default = t
     return tols
 
@@ -146,7 +147,7 @@ def compare_metrics(baseline: dict[str, dict[str, Any]], current: dict[str, dict
         One dict per metric: file, metric, baseline, current, change, tolerance, status, fails.
     """
     if fail_on not in ("drop", "change"):
-        raise ValueError(f"fail_on must be 'drop' or 'change', got {fail_on!r}")
+        raise UsageError(f"fail_on must be 'drop' or 'change', got {fail_on!r}")
     tols = tolerances or parse_tolerances()
     b, c = _flatten(baseline), _flatten(current)
     rows = []

@@ -1,4 +1,7 @@
-"""``rmbench reproduce``: run (or print) what fills a paper table, then render it.
+"""The reproduction *plan* behind ``rmbench reproduce``: which commands fill which row of a paper table.
+
+Pure: it checks which data is present and lists commands; running them is the CLI's job
+(``refinemask/cli/reporting.py``).
 
 For every row of table N that has a preset and whose dataset is present under ``--data-root``:
 
@@ -29,18 +32,21 @@ from __future__ import annotations
 import logging
 import os
 import shlex
-import subprocess
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import pandas as pd
 
-from eval.io import load_json, write_json
+from eval.errors import UsageError
+from eval.io import load_json
 
-from .tables import (collect_runs, label_columns, load_paper_table, metric_columns, render_table,
-                     row_names, table_spec, write_text)
+from .tables import (
+    label_columns,
+    load_paper_table,
+    metric_columns,
+    row_names,
+    table_spec,
+)
 
 log = logging.getLogger(__name__)
 
@@ -145,7 +151,7 @@ def check_data(dataset: str, data_root: str | os.PathLike, work_dir: str | os.Pa
         if (cs / "gtFine" / "val").is_dir():
             files["cityscapes_gt_dir"] = str(cs / "gtFine")
         return DataCheck(dataset, True, f"Cityscapes at {cs}", files)
-    raise ValueError(f"unknown dataset {dataset!r}")
+    raise UsageError(f"unknown dataset {dataset!r}")
 
 
 @dataclass
@@ -160,7 +166,7 @@ class RowPlan:
     commands: list[list[str]] = field(default_factory=list)
     skip: str | None = None
     metrics_path: Path | None = None
-    undefined: str | None = None  # the preset is not (yet) in refinemask.config.PRESETS: printed, not run
+    undefined: str | None = None  # the preset is not (yet) defined in this install: printed, not run
 
 
 @dataclass
@@ -174,15 +180,6 @@ class TablePlan:
     setup: list[list[str]]
     notes: list[str]
     work_dir: Path
-
-
-def defined_presets() -> set[str] | None:
-    """The preset names of ``refinemask.config.PRESETS`` (None if the model side is not installed)."""
-    try:
-        from refinemask.registry import PRESETS
-    except ImportError:
-        return None
-    return set(PRESETS)
 
 
 def _wrap(cmd: list[str], gpus: int) -> list[str]:
@@ -216,7 +213,7 @@ def _describe(row: pd.Series, labels: list[str]) -> str:
 
 
 def plan_table(n: int, data_root: str | os.PathLike, work_dir: str | os.PathLike, gpus: int = 1,
-               preset: str | None = None) -> TablePlan:
+               preset: str | None = None, known_presets: set[str] | None = None) -> TablePlan:
     """The plan for table ``n``: per row the commands, or the reason it is skipped.
 
     Args:
@@ -225,12 +222,14 @@ def plan_table(n: int, data_root: str | os.PathLike, work_dir: str | os.PathLike
         work_dir: where runs go (one folder per preset).
         gpus: processes per node for train and infer (torchrun when > 1).
         preset: only the row(s) of this preset (or alias).
+        known_presets: the preset names the install can build (the CLI passes the registry's); a row whose preset
+            is not among them is planned but marked as not runnable. None: not checked.
 
     Raises:
         ValueError: unknown table, ``gpus`` < 1, or ``preset`` not in the table.
     """
     if int(gpus) < 1:
-        raise ValueError(f"--gpus must be >= 1, got {gpus}")
+        raise UsageError(f"--gpus must be >= 1, got {gpus}")
     spec = table_spec(n)
     df = load_paper_table(n)
     labels, metrics = label_columns(n, df), metric_columns(n, df)
@@ -245,7 +244,6 @@ def plan_table(n: int, data_root: str | os.PathLike, work_dir: str | os.PathLike
         notes.append("AP_dev is COCO test-dev, scored by the evaluation server only: add {\"test_dev\": {\"AP\": "
                      "fraction}} to the run's metrics.json")
     rows: list[RowPlan] = []
-    known_presets = defined_presets()
     if spec.dataset == "table12":
         demo = work / "demo"
         rp = RowPlan(n, 0, "all rows (output sizes 28, 56, 112)", None, {},
@@ -267,13 +265,13 @@ def plan_table(n: int, data_root: str | os.PathLike, work_dir: str | os.PathLike
                 rp.skip = f"{DATASET_NAMES[spec.dataset]} data not available (see above)"
             else:
                 if known_presets is not None and names[0] not in known_presets:
-                    rp.undefined = f"preset {names[0]} is not defined in refinemask/config.py yet"
+                    rp.undefined = f"preset {names[0]} is not defined in this install yet"
                 rp.commands = _row_commands(names[0], data, str(data_root), work, int(gpus))
                 rp.metrics_path = work / names[0] / "metrics.json"
             rows.append(rp)
         if preset is not None and not rows:
             known = sorted({nm for _, r in df.iterrows() for nm in row_names(r)})
-            raise ValueError(f"preset {preset!r} is not in Table {n}; its presets: {', '.join(known) or 'none'}")
+            raise UsageError(f"preset {preset!r} is not in Table {n}; its presets: {', '.join(known) or 'none'}")
     return TablePlan(n, spec.title, data, rows, data.setup if data.ok else [], notes, work)
 
 
@@ -301,28 +299,6 @@ def format_plan(plan: TablePlan) -> str:
     return "\n".join(out) + "\n"
 
 
-def _executable(cmd: list[str]) -> list[str]:
-    """The printed command as this interpreter runs it (no reliance on PATH)."""
-    if cmd[0] == "rmbench":
-        return [sys.executable, "-m", "refinemask.cli", *cmd[1:]]
-    if cmd[0] == "torchrun":
-        return [sys.executable, "-m", "torch.distributed.run", *cmd[1:]]
-    return cmd
-
-
-def available_commands() -> set[str]:
-    """The ``rmbench`` subcommands of this install (train/infer come from the model side)."""
-    import argparse
-
-    from refinemask.cli import build_parser
-
-    parser = build_parser()
-    for action in parser._actions:  # noqa: SLF001 (argparse has no public accessor)
-        if isinstance(action, argparse._SubParsersAction):  # noqa: SLF001
-            return set(action.choices)
-    return set()
-
-
 def row_done(metrics_path: Path) -> bool:
     """True when ``W/P/metrics.json`` is the final evaluation of ``W/P/results.json`` (not a training snapshot)."""
     if not metrics_path.is_file():
@@ -333,74 +309,3 @@ def row_done(metrics_path: Path) -> bool:
     except (ValueError, KeyError, TypeError):
         return False
     return Path(src).resolve() == (metrics_path.parent / "results.json").resolve()
-
-
-def _add_run_block(metrics_path: Path, info: dict[str, Any]) -> None:
-    doc = load_json(metrics_path, "metrics.json")
-    if isinstance(doc, dict) and "run" not in doc:
-        doc = {"run": info, **doc}
-        write_json(metrics_path, doc)
-
-
-def execute_plan(plan: TablePlan) -> None:
-    """Run a plan's commands with subprocess (rows whose metrics.json exists are skipped).
-
-    Raises:
-        RuntimeError: ``rmbench train``/``infer`` are not available, or a command fails (names it and its log).
-    """
-    needed = {c[1] if c[0] == "rmbench" else c[5] for r in plan.rows if not (r.skip or r.undefined)
-              for c in r.commands}
-    missing = sorted(needed - available_commands())
-    if missing:
-        raise RuntimeError(f"this install has no `rmbench {'`/`rmbench '.join(missing)}` (the model side's "
-                           f"commands, refinemask/cli_models.py); run with --dry-run to see the plan")
-    for cmd in plan.setup:
-        if not Path(cmd[-1]).is_file():
-            _run(cmd)
-    for r in plan.rows:
-        if r.skip:
-            print(f"table {plan.table} row {r.row}: skipped — {r.skip}", flush=True)
-            continue
-        if r.metrics_path is not None and (row_done(r.metrics_path) if r.preset else r.metrics_path.is_file()):
-            print(f"table {plan.table} row {r.row}: {r.metrics_path} exists, skipping", flush=True)
-            continue
-        if r.undefined:
-            print(f"table {plan.table} row {r.row}: skipped — {r.undefined}", flush=True)
-            continue
-        for cmd in r.commands:
-            _run(cmd)
-        if r.preset and r.metrics_path is not None and r.metrics_path.is_file():
-            _add_run_block(r.metrics_path, r.run_info)
-
-
-def _run(cmd: list[str]) -> None:
-    print(f"$ {shlex.join(cmd)}", flush=True)
-    res = subprocess.run(_executable(cmd), check=False)
-    if res.returncode != 0:
-        raise RuntimeError(f"command failed with exit code {res.returncode}: {shlex.join(cmd)}")
-
-
-def reproduce(tables: list[int], data_root: str | os.PathLike, work_dir: str | os.PathLike, gpus: int = 1,
-              dry_run: bool = False, preset: str | None = None) -> str:
-    """Plan (and unless ``dry_run`` run) the given tables, then render each from ``work_dir``.
-
-    Returns:
-        The printed text (plans, and the rendered tables after a real run).
-    """
-    texts = []
-    for n in tables:
-        plan = plan_table(n, data_root, work_dir, gpus, preset)
-        texts.append(format_plan(plan))
-        if dry_run:
-            continue
-        print(texts[-1], flush=True)
-        execute_plan(plan)
-        work = Path(work_dir)
-        runs = collect_runs([work]) if work.is_dir() and (any(work.rglob("metrics.json"))
-                                                          or any(work.rglob("table12.json"))) else None
-        md = render_table(n, runs, "md", data_root=str(data_root), work_dir=str(work_dir))
-        path = write_text(work / "tables" / f"table{n:02d}.md", md)
-        texts.append(md + f"\nwrote {path}\n")
-        print(texts[-1], flush=True)
-    return "\n".join(texts)
-

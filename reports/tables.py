@@ -30,6 +30,7 @@ from typing import Any
 
 import pandas as pd
 
+from eval.errors import UsageError
 from eval.io import EvalInputError, atomic_write, load_json
 
 log = logging.getLogger(__name__)
@@ -127,7 +128,7 @@ def table_spec(n: int) -> TableSpec:
     try:
         return TABLES[int(n)]
     except (KeyError, TypeError, ValueError):
-        raise ValueError(f"unknown table {n!r}: the paper has Tables 1–14") from None
+        raise UsageError(f"unknown table {n!r}: the paper has Tables 1–14") from None
 
 
 def paper_csv_path(n: int) -> Path:
@@ -146,11 +147,11 @@ def load_paper_table(n: int) -> pd.DataFrame:
     """
     spec, path = table_spec(n), paper_csv_path(n)
     if not path.is_file():
-        raise ValueError(f"{path}: the paper's Table {n} is missing. Fix: restore it from git (reports/paper/)")
+        raise UsageError(f"{path}: the paper's Table {n} is missing. Fix: restore it from git (reports/paper/)")
     df = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8")
     missing = [c for c in (*META_COLUMNS, NOTES_COLUMN) if c not in df.columns]
     if missing or not any(c in spec.paths for c in df.columns):
-        raise ValueError(f"{path}: missing column(s) {missing or 'of metrics'}. "
+        raise UsageError(f"{path}: missing column(s) {missing or 'of metrics'}. "
                          f"Fix: see reports/paper/README.md for the columns")
     return df
 
@@ -183,6 +184,16 @@ def paper_values(n: int) -> pd.DataFrame:
     out = pd.DataFrame({c: [_to_float(v) for v in df[c]] for c in metric_columns(n, df)})
     out.index = pd.Index([int(r) for r in df["row"]], name="row")
     return out
+
+
+def paper_table12() -> dict[int, float]:
+    """The paper's Table 12 as {output size S: mean IoU (fraction)}, from ``reports/paper/table12.csv``.
+
+    The one home of these numbers; ``eval.region_study`` takes them as an argument.
+    """
+    df = load_paper_table(12)
+    return {int(re.match(r"(\d+)", str(r["Output size"])).group(1)): float(r["IoU"])
+            for _, r in df[df["kind"] == "result"].iterrows()}
 
 
 def row_names(row: pd.Series) -> list[str]:
@@ -379,7 +390,7 @@ def table_frame(n: int, runs: RunSet | None = None, *, data_root: str = DEFAULT_
     labels, metrics = label_columns(n, df), metric_columns(n, df)
     t12 = runs.table12[-1] if runs.table12 else None
     if t12 is not None and spec.dataset == "table12" and table12_variant and table12_variant not in t12[1]["mean_iou"]:
-        raise ValueError(f"{t12[0]}: no Table 12 variant {table12_variant!r}. Fix: choose one of "
+        raise UsageError(f"{t12[0]}: no Table 12 variant {table12_variant!r}. Fix: choose one of "
                          f"{', '.join(t12[1]['mean_iou'])}")
     records: list[dict[str, Any]] = []
     ours_by_row: dict[int, dict[str, float]] = {}
@@ -584,7 +595,7 @@ def render_table(n: int, runs: RunSet | Sequence[str | os.PathLike] | None = Non
         The rendered text.
     """
     if fmt not in _RENDERERS:
-        raise ValueError(f"unknown format {fmt!r}; choose from {', '.join(FORMATS)}")
+        raise UsageError(f"unknown format {fmt!r}; choose from {', '.join(FORMATS)}")
     rs = runs if isinstance(runs, RunSet) else collect_runs(runs)
     return _RENDERERS[fmt](table_frame(n, rs, **kwargs), n)
 
@@ -605,7 +616,7 @@ def render_all(runs: RunSet | Sequence[str | os.PathLike] | None, out_dir: str |
         {table number: {"path", "filled", "total", "title"}}.
     """
     if fmt not in _RENDERERS:
-        raise ValueError(f"unknown format {fmt!r}; choose from {', '.join(FORMATS)}")
+        raise UsageError(f"unknown format {fmt!r}; choose from {', '.join(FORMATS)}")
     rs = runs if isinstance(runs, RunSet) else collect_runs(runs)
     out = Path(out_dir)
     summary: dict[int, dict[str, Any]] = {}
@@ -630,3 +641,70 @@ def index_text(summary: dict[int, dict[str, Any]], fmt: str = "md") -> str:
     lines += [f"| {n} | {s['title']} | {s['filled']} / {s['total']} | [{s['path'].name}]({s['path'].name}) |"
               for n, s in summary.items()]
     return "\n".join(lines) + "\n"
+
+
+# --------------------------------------------------------------------------------------------------
+# Small markdown tables (the demo's page)
+
+
+def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """A pipe table: ``header`` then ``rows`` (already formatted cells), right-aligned columns."""
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---:" for _ in header) + "|"]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def _pct(v: Any) -> str:
+    from eval.output import fmt_value
+
+    return fmt_value("x", v)
+
+
+def table12_markdown(comparison: dict, paper: dict[int, float] | None = None) -> str:
+    """The Table 12 study beside the paper.
+
+    Args:
+        comparison: ``eval.region_study.compare_variants_to_paper`` output; the closest variant is the headline,
+            every variant's mean IoUs and distance to the paper follow.
+        paper: {S: IoU}; default :func:`paper_table12`.
+    """
+    paper = paper_table12() if paper is None else paper
+    study = comparison["studies"][comparison["closest"]]
+    widths = list(study["widths"])
+    header = ["output size", *[f"IoU, d = {w}" for w in widths], "paper"]
+    rows = []
+    for sz in study["sizes"]:
+        by_w = study["mean_iou"][f"{sz}x{sz}"]
+        rows.append([f"{sz}×{sz}", *[f"{by_w[f'd={w}']:.2f}" for w in widths],
+                     f"{paper.get(int(sz), float('nan')):.2f}"])
+    vheader = ["variant", *[f"{sz}, d = {w}" for w in widths for sz in study["sizes"]], "mean abs. diff. to paper"]
+    vrows = []
+    for name, score in comparison["ranking"]:
+        mi = comparison["studies"][name]["mean_iou"]
+        vrows.append([f"`{name}`", *[f"{mi[f'{sz}x{sz}'][f'd={w}']:.3f}" for w in widths for sz in study["sizes"]],
+                      f"{score:.3f}"])
+    return (f"## Table 12: IoU between boundary regions from two implementations\n\n"
+            f"{study['num_masks']} real COCO val2017 masks (bundled coco_mini) cropped to their boxes and resized to "
+            f"S×S; distance definition = paper Eq. 1, convolution = appendix A.1. Headline variant "
+            f"`{study['variant']}` (the one closest to the paper; the paper states neither d nor the border "
+            f"rule).\n\n" + markdown_table(header, rows) + "\n\nAll variants (see `eval/region_study.py`):\n\n"
+            + markdown_table(vheader, vrows) + "\n")
+
+
+def ceiling_markdown(rows: list[dict]) -> str:
+    """The mask-resolution ceiling (``eval.ceiling.mask_resolution_ceiling`` rows) as a section (values ×100)."""
+    keys = [k for k in ("AP", "AP*", "F1px", "F3px") if k in rows[0]]
+    body = [[f"{r['S']}×{r['S']}", *[_pct(r[k]) for k in keys]] for r in rows]
+    return ("## Mask-resolution ceiling\n\nEvery GT mask resampled to S×S inside its box and pasted back "
+            "(the upper bound of a mask head with that output size; values ×100).\n\n"
+            + markdown_table(["mask size", *keys], body) + "\n")
+
+
+def overfit_markdown(res: dict) -> str:
+    """The demo's short training run (``refinemask.engine.overfit.run_overfit`` output) as a section."""
+    row = [res["preset"], str(res["iters"]), _pct(res["AP"]), _pct(res["AP50"]), _pct(res["F1px"]),
+           f"{res['total_time_s']:.0f}"]
+    return ("## Training path: Mask R-CNN overfit on 2 real COCO train images\n\n"
+            "Random init, short side 160, trained and evaluated on the same two coco_mini train2017 images through "
+            "`eval/` (proof that data → train → infer → paste → RLE → eval is wired; values ×100).\n\n"
+            + markdown_table(["preset", "iterations", "mask AP", "AP50", "F1px", "time (s)"], [row]) + "\n")

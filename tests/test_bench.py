@@ -7,7 +7,8 @@ import time
 
 import pytest
 
-from refinemask.engine import bench
+from refinemask.cli import bench as bench_cli
+from refinemask.engine import timing as bench
 
 
 class FakeClock:
@@ -131,7 +132,7 @@ def test_real_tiny_cpu_run_json(capsys, tmp_path):
     """2 bundled images at a reduced scale, random weights, fixed 10 detections, torchvision's Mask R-CNN in the
     same run: checks the JSON, not speed."""
     out = tmp_path / "bench.json"
-    rc = bench.main(["--preset", "mask_rcnn_r50_fpn_1x_coco", "--device", "cpu", "--images", "2", "--warmup", "1",
+    rc = bench_cli.main(["--preset", "mask_rcnn_r50_fpn_1x_coco", "--device", "cpu", "--images", "2", "--warmup", "1",
                      "--fixed-dets", "10", "--scale", "320,192", "--compare",
                      "torchvision,refinemask_r50_fpn_1x_coco", "--json", "--flops",
                      "--out", str(out)])
@@ -156,7 +157,7 @@ def test_real_tiny_cpu_run_json(capsys, tmp_path):
 
 
 def test_real_tiny_interleaved_run(capsys):
-    rc = bench.main(["--preset", "mask_rcnn_r50_fpn_1x_coco", "--device", "cpu", "--images", "2", "--warmup", "0",
+    rc = bench_cli.main(["--preset", "mask_rcnn_r50_fpn_1x_coco", "--device", "cpu", "--images", "2", "--warmup", "0",
                      "--fixed-dets", "5", "--scale", "320,192", "--compare", "refinemask_r50_fpn_1x_coco",
                      "--interleave"])
     assert rc == 0
@@ -173,22 +174,23 @@ def test_count_gmacs_counts_multiply_accumulates():
     conv = torch.nn.Conv2d(8, 16, 3, padding=1)
     runner = bench.Runner("fake", prepare=lambda x: x, forward=lambda x: (a @ b, conv(x)) and 0, info={})
     # 64·128·32 for the product + 16·8·9 per output pixel of a 1×8×10×10 input
-    assert bench.count_gmacs(runner, torch.randn(1, 8, 10, 10)) == pytest.approx((64 * 128 * 32 + 16 * 8 * 9 * 100) / 1e9)
+    expected = (64 * 128 * 32 + 16 * 8 * 9 * 100) / 1e9
+    assert bench.count_gmacs(runner, torch.randn(1, 8, 10, 10)) == pytest.approx(expected)
 
 
 def test_bad_arguments_exit_2(capsys):
-    assert bench.main(["--preset", "no_such_preset", "--device", "cpu"]) == 2
+    assert bench_cli.main(["--preset", "no_such_preset", "--device", "cpu"]) == 2
     assert "no_such_preset" in capsys.readouterr().err
-    assert bench.main(["--preset", "mask_rcnn_r50_fpn_1x_coco", "--compare", "detectron2"]) == 2
+    assert bench_cli.main(["--preset", "mask_rcnn_r50_fpn_1x_coco", "--compare", "detectron2"]) == 2
 
 
 @pytest.mark.mmdet
 def test_compare_mmdet_config_in_the_same_run(capsys):
     """``--compare mmdet:<config>`` times mmdet's own PointRend beside ours with the same top-N detections."""
     pytest.importorskip("mmdet", reason="mmdetection not installed: run `make mmdet` to enable this test")
-    rc = bench.main(["--preset", "point_rend_r50_fpn_1x_coco", "--device", "cpu", "--images", "1", "--warmup", "1",
-                     "--fixed-dets", "5", "--scale", "320,192", "--compare", "mmdet:point-rend_r50-caffe_fpn_ms-1x_coco",
-                     "--json"])
+    rc = bench_cli.main(["--preset", "point_rend_r50_fpn_1x_coco", "--device", "cpu", "--images", "1", "--warmup", "1",
+                         "--fixed-dets", "5", "--scale", "320,192", "--compare",
+                         "mmdet:point-rend_r50-caffe_fpn_ms-1x_coco", "--json"])
     assert rc == 0
     obj = json.loads(capsys.readouterr().out)
     mm = obj["compare"]["mmdet:point-rend_r50-caffe_fpn_ms-1x_coco"]

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from refinemask import build_model
-from refinemask.engine.bench import set_fixed_dets
+from refinemask.engine.runners import set_fixed_dets
 from tests.conftest import load_coco_sample
 
 PRESETS = ["mask_rcnn_r50_fpn_1x_coco", "point_rend_r50_fpn_1x_coco", "htc_without_semantic_r50_fpn_1x_coco",

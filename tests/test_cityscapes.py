@@ -159,7 +159,7 @@ def _reference_official(gts: dict[str, np.ndarray], preds: dict) -> dict[int, li
                 have_gt |= bool(evaluated)
                 have_pred |= bool(plist)
 
-                def iou(m: np.ndarray, v: int) -> Fraction:
+                def iou(m: np.ndarray, v: int, inst=inst) -> Fraction:
                     inter = int((m & inst[v]).sum())
                     return Fraction(inter, int(m.sum()) + int(inst[v].sum()) - inter)
 

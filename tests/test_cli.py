@@ -64,7 +64,8 @@ def test_provenance(full_eval, golden):
     prov = json.loads((full_eval / "metrics.json").read_text())["provenance"]
     assert prov["inputs"]["results"]["sha256"] == golden["inputs"]["sha256"]["preds_A.json"]
     assert prov["inputs"]["lvis_gt"]["sha256"] == sha256_file(LVIS_COCOFIED)
-    assert prov["inputs"]["gt"]["sha256"] == golden["inputs"]["sha256"]["data/coco_mini/annotations/instances_val2017.json"]
+    gt_sha = golden["inputs"]["sha256"]["data/coco_mini/annotations/instances_val2017.json"]
+    assert prov["inputs"]["gt"]["sha256"] == gt_sha
     assert {"commit", "dirty"} <= set(prov["git"])
     for pkg in ("pycocotools", "lvis", "faster-coco-eval", "numpy"):
         assert prov["versions"][pkg]
@@ -139,7 +140,7 @@ def test_cityscapes_cli(scene, tmp_path):  # noqa: F811
 
 
 def test_demo_writes_tables_and_plots(tmp_path, golden):
-    from refinemask.demo import run_demo
+    from refinemask.cli.demo import run_demo
 
     out = run_demo(tmp_path / "demo", train=False)  # the training step is tested by test_overfit.py
     for name in ("README.md", "ceiling.png", "boundary_accuracy.png", "ceiling.json", "eval/metrics.json"):
@@ -164,7 +165,7 @@ def test_demo_writes_tables_and_plots(tmp_path, golden):
 
 
 def test_demo_overfit_table():
-    from refinemask.demo import overfit_markdown
+    from reports.tables import overfit_markdown
 
     md = overfit_markdown({"preset": "mask_rcnn_r50_fpn_1x_coco", "iters": 30, "AP": 0.6543, "AP50": 1.0,
                            "F1px": 0.2049, "total_time_s": 41.2})

@@ -21,16 +21,16 @@ import torchvision
 from torch import nn
 from torchvision.ops import roi_align
 
-from refinemask.detection.mask_branch import RoIBatch
 from refinemask import build_model
-from refinemask.registry import get_preset
 from refinemask.convert import (
     convert_mmdet_trunk,
     convert_official_refinemask,
     load_official_refinemask,
 )
+from refinemask.detection.mask_branch import RoIBatch
 from refinemask.head import RefineMaskBranch, RefineMaskConfig
 from refinemask.head.boundary import refine_mask_loss
+from refinemask.registry import get_preset
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -188,7 +188,7 @@ class SimpleRefineMaskHead(nn.Module):
         self.stages = nn.ModuleList()
         out_channel = 256
         stage_out_channels = [256]
-        for idx, out_size in enumerate(stage_sup_size[:-1]):
+        for out_size in stage_sup_size[:-1]:
             in_channel = out_channel
             out_channel = in_channel // 2
             self.stages.append(SimpleSFMStage(256, in_channel, in_channel, out_channel, out_size))

@@ -22,7 +22,7 @@ from pycocotools import mask as mask_utils
 from torch import nn
 
 from refinemask import cli
-from refinemask.registry import get_preset
+from refinemask.cli.models import parse_scale
 from refinemask.data import (
     DatasetError,
     GroupedBatchSampler,
@@ -41,8 +41,9 @@ from refinemask.engine.checkpoint import (
     set_rng_state,
 )
 from refinemask.engine.inference import detections_to_coco
-from refinemask.engine.trainer import TrainConfig, Trainer, WarmupStepSchedule, apply_cfg_options, parse_scale
+from refinemask.engine.trainer import TrainConfig, Trainer, WarmupStepSchedule, apply_cfg_options
 from refinemask.models import list_presets
+from refinemask.registry import get_preset
 
 ROOT = Path(__file__).resolve().parents[1]
 COCO = ROOT / "data" / "coco_mini"

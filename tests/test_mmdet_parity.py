@@ -52,7 +52,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.parity_utils import linf, mask_iou, match_detections, mmdet_meta
+from tests.parity_utils import mask_iou, match_detections, mmdet_meta
 
 try:  # the whole reference stack, compiled ops included
     import mmcv  # noqa: F401
@@ -64,10 +64,10 @@ except Exception:  # ImportError, or mmcv's version assertion, or a missing comp
 import torch
 
 import refinemask
+from eval.paths import bundled
 from refinemask.convert_mmdet import load_mmdet_checkpoint
 from refinemask.detection import rpn as rpn_module
-from refinemask.engine.bench import build_mmdet_model, list_images, load_images
-from eval.paths import bundled
+from refinemask.engine.runners import build_mmdet_model, list_images, load_images
 
 pytestmark = pytest.mark.mmdet
 

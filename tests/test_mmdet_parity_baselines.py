@@ -51,7 +51,7 @@ import time
 
 import pytest
 
-from tests.parity_utils import linf, mask_iou, match_detections, mmdet_meta
+from tests.parity_utils import mask_iou, match_detections, mmdet_meta
 
 try:  # the whole reference stack, compiled ops included
     import mmcv  # noqa: F401
@@ -64,9 +64,9 @@ import torch
 
 import refinemask
 from baselines.convert import convert_mmdet_htc, convert_mmdet_point_rend
-from refinemask.detection import rpn as rpn_module
-from refinemask.engine.bench import list_images, load_images, mmdet_config_path
 from eval.paths import bundled
+from refinemask.detection import rpn as rpn_module
+from refinemask.engine.runners import list_images, load_images, mmdet_config_path
 
 pytestmark = [pytest.mark.mmdet,
               pytest.mark.filterwarnings("ignore:To copy construct from a tensor:UserWarning")]  # mmdet's paste
@@ -91,10 +91,10 @@ def _build_mmdet(config: str, pytorch_style: bool = False):
     """mmdet model from its bundled config, random weights (``init_weights`` after seeding), eval mode."""
     import logging
 
-    from mmengine.config import Config
-    from mmengine.logging import MMLogger
     from mmdet.registry import MODELS
     from mmdet.utils import register_all_modules
+    from mmengine.config import Config
+    from mmengine.logging import MMLogger
 
     register_all_modules()
     MMLogger.get_current_instance().setLevel(logging.WARNING)

@@ -9,7 +9,6 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -27,11 +26,12 @@ from baselines.point_rend import (
     uncertain_grid_points,
     uncertain_point_coords_with_randomness,
 )
-from refinemask.detection.mask_branch import RoIBatch
 from refinemask import build_model, count_parameters
 from refinemask.config import SCHEDULE_1X, SCHEDULE_2X, SCHEDULE_3X
-from refinemask.registry import PRESETS, get_preset
 from refinemask.detection import RoIHeads
+from refinemask.detection.mask_branch import RoIBatch
+from refinemask.registry import PRESETS, get_preset
+from tests.conftest import load_coco_sample
 
 ROOT = Path(__file__).resolve().parents[1]
 TRAIN_DIR = ROOT / "data" / "coco_mini" / "train2017"
@@ -44,7 +44,6 @@ COARSE_HEAD_PARAMS = 18_176_080
 POINT_HEAD_PARAMS = 285_776
 MASK_RCNN_PARAMS = 44_396_336
 
-from tests.conftest import load_coco_sample
 
 
 def _meta_model(preset):

@@ -22,9 +22,8 @@ import torch.nn.functional as F
 from pycocotools import mask as mask_utils
 
 from eval.boundary import conv_boundary_region, distance_boundary_region, region_iou
-from refinemask.detection.mask_branch import RoIBatch
 from refinemask import build_model, count_parameters
-from refinemask.registry import PRESETS, get_preset
+from refinemask.detection.mask_branch import RoIBatch
 from refinemask.head import (
     RefineMaskBranch,
     RefineMaskConfig,
@@ -37,6 +36,8 @@ from refinemask.head import (
     refine_mask_loss,
     semantic_target,
 )
+from refinemask.registry import PRESETS, get_preset
+from tests.conftest import load_coco_sample
 
 ROOT = Path(__file__).resolve().parent.parent
 TRAIN_DIR = ROOT / "data" / "coco_mini" / "train2017"
@@ -48,7 +49,6 @@ RM_PARAMS_BN_AFFINE = 48_160_059
 RM_PARAMS_FROZEN_BN = 48_106_939
 RM_HEAD_PARAMS = 6_407_003
 
-from tests.conftest import load_coco_sample
 
 
 def _rows(text: str) -> np.ndarray:

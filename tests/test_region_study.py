@@ -15,7 +15,6 @@ import pytest
 from pycocotools import mask as mask_utils
 
 from eval.region_study import (
-    PAPER_TABLE12,
     VARIANTS,
     compare_variants_to_paper,
     region_ious_for_mask,
@@ -23,6 +22,10 @@ from eval.region_study import (
     table12_from_masks,
     table12_study,
 )
+from reports.tables import paper_table12
+
+#: the paper's Table 12 (its one home: reports/paper/table12.csv)
+PAPER_TABLE12 = paper_table12()
 
 ROOT = Path(__file__).resolve().parents[1]
 GOLDEN = ROOT / "data" / "golden"
@@ -62,7 +65,7 @@ def golden_masks(golden):
 
 @pytest.fixture(scope="module")
 def comparison(coco_gt):
-    return compare_variants_to_paper(coco_gt)
+    return compare_variants_to_paper(coco_gt, PAPER_TABLE12)
 
 
 def test_variant_names_match_golden(golden):
@@ -117,7 +120,8 @@ def test_pipeline_all_variants_and_closest(comparison, golden, golden_means):
 
 
 def test_table12_study_primary(coco_gt, golden_means):
-    res = table12_study(coco_gt, sizes=(28,), widths=(1,), num_masks=200, seed=2021, variant="primary")
+    res = table12_study(coco_gt, sizes=(28,), widths=(1,), num_masks=200, seed=2021, variant="primary",
+                        paper=PAPER_TABLE12)
     assert res["mean_iou"]["28x28"]["d=1"] == pytest.approx(golden_means["primary"]["28x28"]["d=1"], abs=1e-12)
     assert res["paper"] == {"28x28": PAPER_TABLE12[28]}
     # half-pixel contour at d = 1 is exactly the 3x3 window: IoU 1 for every mask

@@ -26,16 +26,17 @@ HOW_TO_UPDATE = ("\nIf this change is intended: rmbench demo --out runs/demo && 
                  "reports/baselines/demo_eval_metrics.json (for the training baseline: python -c 'from "
                  "tests.test_regress_baselines import overfit_training as f; from pathlib import Path; "
                  "print(f(Path(\"runs/overfit_baseline\")))' and copy that metrics.json to "
-                 "reports/baselines/overfit_mask_rcnn_metrics.json), and say why in the commit message (README: Reports).")
+                 "reports/baselines/overfit_mask_rcnn_metrics.json), and say why in the commit message "
+                 "(README: Reports).")
 
 
 def demo_evaluation(out: Path) -> Path:
-    """Step 4 of ``rmbench demo`` (refinemask/demo.py): the bundled prediction set A with every metric group.
+    """Step 4 of ``rmbench demo`` (refinemask/cli/demo.py): the bundled prediction set A with every metric group.
 
     Same inputs (bundled COCO val GT, cocofied LVIS v0.5 100-image file, preds_A / preds_A_lvis) and the default
     :class:`EvalParams`; returns the written metrics.json.
     """
-    from refinemask.demo import evaluate_bundled_predictions
+    from refinemask.cli.demo import evaluate_bundled_predictions
 
     gt_path = bundled("coco_mini", "annotations", "instances_val2017.json")
     cocofied = out / "lvis_val_100_cocofied.json"

@@ -20,8 +20,9 @@ import pytest
 
 from eval.io import EvalInputError, load_gt, write_json
 from refinemask.cli import main
+from refinemask.cli import reporting as reproduce_cli
 from reports import plots, regress, reproduce, tables
-from reports.tables import collect_runs, load_paper_table, paper_values, render_table, table_frame
+from reports.tables import collect_runs, load_paper_table, paper_table12, paper_values, render_table, table_frame
 
 from .conftest import COCO_VAL_GT, DATA
 
@@ -240,7 +241,7 @@ def demo_table12(tmp_path_factory) -> Path:
     from eval.region_study import compare_variants_to_paper
 
     out = tmp_path_factory.mktemp("demo_t12")
-    comparison = compare_variants_to_paper(load_gt(COCO_VAL_GT))
+    comparison = compare_variants_to_paper(load_gt(COCO_VAL_GT), paper_table12())
     write_json(out / "table12.json", {"closest": comparison["closest"], "ranking": comparison["ranking"],
                                       "mean_iou": {k: v["mean_iou"] for k, v in comparison["studies"].items()}})
     return out / "table12.json"
@@ -506,7 +507,7 @@ def test_reproduce_dry_run_plans_every_table_on_the_bundled_data(tmp_path):
     w = tmp_path / "w"
     assert (f"torchrun --nproc_per_node 2 -m refinemask.cli train --preset refinemask_r50_fpn_1x_coco "
             f"--data-root {DATA} --work-dir {w / 'refinemask_r50_fpn_1x_coco'}") in text
-    assert f"torchrun --nproc_per_node 2 -m refinemask.cli infer --preset mask_rcnn_r50_fpn_1x_coco" in text
+    assert "torchrun --nproc_per_node 2 -m refinemask.cli infer --preset mask_rcnn_r50_fpn_1x_coco" in text
     assert (f"rmbench eval --gt {DATA / 'coco_mini' / 'annotations' / 'instances_val2017.json'} --lvis-gt "
             f"{w / 'lvis_v0.5_val_cocofied.json'} --results {w / 'mask_rcnn_r50_fpn_1x_coco' / 'results.json'}") in text
     assert f"rmbench cocofy-lvis {DATA / 'lvis' / 'lvis_val_100.json'}" in text
@@ -531,8 +532,8 @@ def test_reproduce_dry_run_single_gpu_and_preset_filter(tmp_path):
 
 
 def test_reproduce_run_refuses_without_the_model_commands(tmp_path, monkeypatch):
-    monkeypatch.setattr(reproduce, "available_commands", lambda: {"eval", "demo"})
-    monkeypatch.setattr(reproduce, "defined_presets", lambda: None)
+    monkeypatch.setattr(reproduce_cli, "available_commands", lambda: {"eval", "demo"})
+    monkeypatch.setattr(reproduce_cli, "defined_presets", lambda: None)
     code, text = _reproduce("--table", "1", "--data-root", str(DATA), "--work-dir", str(tmp_path))
     assert code == 1 and "no `rmbench infer`/`rmbench train`" in text
 
@@ -552,9 +553,9 @@ def test_reproduce_runs_rows_skips_done_ones_and_renders(tmp_path, monkeypatch, 
                 "inputs": {"results": {"path": cmd[cmd.index("--results") + 1]}}}}
             write_json(out / "metrics.json", doc)
 
-    monkeypatch.setattr(reproduce, "available_commands", lambda: {"train", "infer", "eval", "demo", "cocofy-lvis"})
-    monkeypatch.setattr(reproduce, "defined_presets", lambda: {"mask_rcnn_r50_fpn_1x_coco"})
-    monkeypatch.setattr(reproduce, "_run", fake_run)
+    monkeypatch.setattr(reproduce_cli, "available_commands", lambda: {"train", "infer", "eval", "demo", "cocofy-lvis"})
+    monkeypatch.setattr(reproduce_cli, "defined_presets", lambda: {"mask_rcnn_r50_fpn_1x_coco"})
+    monkeypatch.setattr(reproduce_cli, "_run", fake_run)
     code, text = _reproduce("--table", "14", "--data-root", str(DATA), "--work-dir", str(tmp_path))
     assert code == 0
     assert [c[1] for c in calls] == ["cocofy-lvis", "train", "infer", "eval"]  # row 3's preset is not defined yet

@@ -31,9 +31,10 @@ import json
 import logging
 import math
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -41,6 +42,8 @@ from PIL import Image
 from pycocotools import mask as mask_utils
 from torch import Tensor
 from torch.utils.data import Dataset
+
+from eval.errors import InputError
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +72,7 @@ STANDARD_LAYOUTS: dict[str, dict[str, list[tuple[str, str]]]] = {
 }
 
 
-class DatasetError(ValueError):
+class DatasetError(InputError):
     """A dataset file or folder problem; the message names the file, the record and the fix."""
 
 

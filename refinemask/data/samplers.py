@@ -21,11 +21,13 @@ is processed exactly once across ranks and gathering the shards in rank order re
 from __future__ import annotations
 
 import math
-from typing import Iterator, Sequence
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 import torch
 from torch.utils.data import Sampler
+
+from eval.errors import UsageError
 
 __all__ = ["GroupedBatchSampler", "inference_shard", "expand_indices"]
 
@@ -72,13 +74,13 @@ class GroupedBatchSampler(Sampler[list[tuple[int, bool]]]):
         start_iter: int = 0,
     ) -> None:
         if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+            raise UsageError(f"batch_size must be >= 1, got {batch_size}")
         if not 0 <= rank < world_size:
-            raise ValueError(f"rank {rank} is not in [0, world_size={world_size})")
+            raise UsageError(f"rank {rank} is not in [0, world_size={world_size})")
         self.group_ids = np.asarray(group_ids, dtype=np.int64)
         self.indices = list(range(len(self.group_ids))) if indices is None else [int(i) for i in indices]
         if not self.indices:
-            raise ValueError("GroupedBatchSampler: no indices to sample from (empty dataset?)")
+            raise UsageError("GroupedBatchSampler: no indices to sample from (empty dataset?)")
         self.batch_size = batch_size
         self.flip_ratio = float(flip_ratio)
         self.shuffle = shuffle

@@ -25,13 +25,15 @@ from __future__ import annotations
 
 import os
 from collections import OrderedDict
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import Tensor, nn
 from torchvision.models import resnet
 from torchvision.ops import FeaturePyramidNetwork, FrozenBatchNorm2d
 from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
+
+from eval.errors import MissingFileError
 
 __all__ = [
     "BACKBONES",
@@ -132,7 +134,7 @@ class ResNetFPN(nn.Module):
             for p in m.parameters():
                 p.requires_grad_(False)
 
-    def train(self, mode: bool = True) -> "ResNetFPN":
+    def train(self, mode: bool = True) -> ResNetFPN:
         """Like ``nn.Module.train`` but frozen stages and every BatchNorm stay in eval mode (mmdet norm_eval)."""
         super().train(mode)
         if mode:
@@ -143,7 +145,7 @@ class ResNetFPN(nn.Module):
                     m.eval()
         return self
 
-    def forward(self, x: Tensor) -> "OrderedDict[str, Tensor]":
+    def forward(self, x: Tensor) -> OrderedDict[str, Tensor]:
         b = self.body
         x = b.maxpool(b.relu(b.bn1(b.conv1(x))))
         c2 = b.layer1(x)
@@ -177,7 +179,7 @@ def load_backbone_weights(model: nn.Module, path: str | os.PathLike) -> dict[str
         raise TypeError(f"expected a ResNetFPN or a model with .backbone, got {type(model).__name__}")
     path = os.fspath(path)
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"backbone weights not found: {path!r}")
+        raise MissingFileError(f"backbone weights not found: {path!r}")
     state = torch.load(path, map_location="cpu", weights_only=True)
     for key in ("state_dict", "model"):
         if isinstance(state, dict) and key in state and isinstance(state[key], dict):

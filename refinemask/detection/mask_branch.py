@@ -20,8 +20,8 @@ contiguous foreground indices 0..C−1; features is the FPN dict (``"p2"``…``"
 from __future__ import annotations
 
 import abc
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import torch
 import torch.nn.functional as F

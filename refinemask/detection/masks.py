@@ -11,7 +11,7 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -92,7 +92,8 @@ def paste_masks(mask_probs: Tensor, boxes: Tensor, image_shape: Sequence[int]) -
         Memory: N·H·W·12 bytes (grid + output); callers chunk N for large images.
     """
     if mask_probs.dim() != 3 or boxes.shape != (mask_probs.shape[0], 4):
-        raise ValueError(f"paste_masks: expected (N,S,S) and (N,4); got {tuple(mask_probs.shape)}, {tuple(boxes.shape)}")
+        raise ValueError(f"paste_masks: expected (N,S,S) and (N,4); got {tuple(mask_probs.shape)}, "
+                         f"{tuple(boxes.shape)}")
     h, w = int(image_shape[0]), int(image_shape[1])
     n = mask_probs.shape[0]
     device = mask_probs.device

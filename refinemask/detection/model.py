@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import random
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -64,7 +64,7 @@ class ImageBatch:
     original_sizes: list[tuple[int, int]]
     scale_factors: list[tuple[float, float]] = field(default_factory=list)
 
-    def to(self, device, non_blocking: bool = False) -> "ImageBatch":
+    def to(self, device, non_blocking: bool = False) -> ImageBatch:
         return ImageBatch(self.tensors.to(device, non_blocking=non_blocking), list(self.image_sizes),
                           list(self.original_sizes), list(self.scale_factors))
 
@@ -131,7 +131,8 @@ class DetectionTransform(nn.Module):
             if img.dim() != 3 or img.shape[0] != 3:
                 raise ValueError(f"image {i}: expected a (3, H, W) tensor, got shape {tuple(img.shape)}")
             if img.is_floating_point() and not self._warned and img.numel() and float(img.max()) <= 1.0:
-                warnings.warn("DetectionTransform: float image with max <= 1; inputs are expected in [0, 255]")
+                warnings.warn("DetectionTransform: float image with max <= 1; inputs are expected in [0, 255]",
+                              stacklevel=3)
                 self._warned = True
             h0, w0 = int(img.shape[-2]), int(img.shape[-1])
             x = img.to(device=device, dtype=torch.float32)
@@ -152,7 +153,8 @@ class DetectionTransform(nn.Module):
             if targets is not None:
                 t = dict(targets[i])
                 if "boxes" in t:
-                    b = t["boxes"].to(device=device, dtype=torch.float32) * torch.tensor([sx, sy, sx, sy], device=device)
+                    scale = torch.tensor([sx, sy, sx, sy], device=device)
+                    b = t["boxes"].to(device=device, dtype=torch.float32) * scale
                     b[:, 0::2] = b[:, 0::2].clamp(0, w)
                     b[:, 1::2] = b[:, 1::2].clamp(0, h)
                     t["boxes"] = b

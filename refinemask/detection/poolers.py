@@ -7,7 +7,7 @@ this pooler calls :func:`torchvision.ops.roi_align` with mmdet's settings and mm
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor, nn

@@ -1,4 +1,5 @@
-"""Box RoI head (mmdet ``StandardRoIHead`` + ``Shared2FCBBoxHead``) with a pluggable mask branch (model-spec §1.1, §9.1).
+"""Box RoI head (mmdet ``StandardRoIHead`` + ``Shared2FCBBoxHead``) with a pluggable mask branch
+(docs/models.md "The trunk").
 
 Class layout is mmdet's: classification logits have C + 1 columns with **background last** (index C), box
 regression is class-specific with C·4 outputs (no background slot), labels everywhere are contiguous 0..C−1.
@@ -11,7 +12,7 @@ Inference: softmax, class-specific decode clipped to the image, score > thr, per
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -306,7 +307,8 @@ class RoIHeads(nn.Module):
     def detect(
         self, features: dict[str, Tensor], proposals: Sequence[Tensor], image_sizes: Sequence[tuple[int, int]]
     ) -> list[dict[str, Tensor]]:
-        """Box inference in input pixels: ``[{"boxes", "scores", "labels"}]`` per image (mmdet ``simple_test_bboxes``)."""
+        """Box inference in input pixels: ``[{"boxes", "scores", "labels"}]`` per image
+        (mmdet ``simple_test_bboxes``)."""
         cls_logits, box_deltas = self.box_head(self.box_pooler(features, proposals))
         c = self.num_classes
         probs = F.softmax(cls_logits, dim=-1)[:, :c]

@@ -17,13 +17,13 @@ Reused torchvision parts: ``BoxCoder`` (δ encoding with dw/dh clamp log(1000/16
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.models.detection._utils import BalancedPositiveNegativeSampler, BoxCoder
-from torchvision.ops import box_iou, batched_nms, clip_boxes_to_image
+from torchvision.ops import batched_nms, box_iou, clip_boxes_to_image
 
 from refinemask.config import RPNConfig
 

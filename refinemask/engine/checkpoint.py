@@ -36,20 +36,37 @@ import numpy as np
 import torch
 from torch import nn
 
+from eval.errors import InputError
 from eval.io import atomic_write
 
 log = logging.getLogger(__name__)
 
 __all__ = [
     "CHECKPOINT_FORMAT", "CheckpointError", "atomic_torch_save", "load_checkpoint", "load_model_state",
-    "unwrap_model", "get_rng_state", "set_rng_state",
+    "unwrap_model", "get_rng_state", "set_rng_state", "check_preset",
 ]
 
 CHECKPOINT_FORMAT = "refinemask-bench/checkpoint-v1"
 
 
-class CheckpointError(ValueError):
+class CheckpointError(InputError):
     """A checkpoint that cannot be used: missing, corrupt/truncated, or not matching the model."""
+
+
+def check_preset(ckpt: dict[str, Any], preset_name: str, path: str | os.PathLike, *, required: bool = False) -> None:
+    """Refuse a checkpoint trained with another preset than ``preset_name``.
+
+    Args:
+        ckpt: what :func:`load_checkpoint` returned. ``required``: a bare state dict (no ``preset`` entry) is
+            refused too (``--resume``); otherwise it is accepted.
+    Raises:
+        CheckpointError: naming the file, both presets and the ``--preset`` that fixes it.
+    """
+    trained = ckpt.get("preset")
+    if trained == preset_name or (trained is None and not required):
+        return
+    raise CheckpointError(f"{path} was trained with preset {trained!r}, not {preset_name!r}. "
+                          f"Fix: pass --preset {trained}")
 
 
 def unwrap_model(model: nn.Module) -> nn.Module:

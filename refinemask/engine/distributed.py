@@ -18,6 +18,8 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from eval.errors import UsageError
+
 log = logging.getLogger(__name__)
 
 __all__ = [
@@ -49,7 +51,7 @@ def _env_int(name: str, default: int) -> int:
     try:
         return int(v) if v not in (None, "") else default
     except ValueError:
-        raise ValueError(f"environment variable {name}={v!r} is not an integer (set by torchrun)") from None
+        raise UsageError(f"environment variable {name}={v!r} is not an integer (set by torchrun)") from None
 
 
 def init_distributed(device: str | None = None, backend: str | None = None, timeout_s: float = 1800.0) -> DistInfo:
@@ -71,11 +73,11 @@ def init_distributed(device: str | None = None, backend: str | None = None, time
     dev = torch.device(want)
     if dev.type == "cuda":
         if not torch.cuda.is_available():
-            raise RuntimeError("--device cuda requested but CUDA is not available; use --device cpu")
+            raise UsageError("--device cuda requested but CUDA is not available; use --device cpu")
         if world > 1 or dev.index is None:
             idx = local if world > 1 else (dev.index or 0)
             if idx >= torch.cuda.device_count():
-                raise RuntimeError(f"LOCAL_RANK {local} needs GPU {idx} but only {torch.cuda.device_count()} are "
+                raise UsageError(f"LOCAL_RANK {local} needs GPU {idx} but only {torch.cuda.device_count()} are "
                                    f"visible; set --nproc_per_node to at most the number of GPUs")
             dev = torch.device("cuda", idx)
         torch.cuda.set_device(dev)

@@ -15,13 +15,15 @@ from __future__ import annotations
 import logging
 import os
 import time
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, Subset
 from tqdm import tqdm
 
+from eval.errors import UsageError
 from refinemask.data import InstanceDataset, collate, inference_shard
 from refinemask.detection.masks import encode_rle
 
@@ -48,7 +50,7 @@ def detections_to_coco(det: dict[str, torch.Tensor], image_id: int, label_to_cat
     out = []
     for b, s, lab, rle in zip(boxes.tolist(), scores, labels, rles):
         if not 0 <= lab < len(label_to_cat_id):
-            raise ValueError(f"model predicted label {lab} but the dataset has {len(label_to_cat_id)} classes; "
+            raise UsageError(f"model predicted label {lab} but the dataset has {len(label_to_cat_id)} classes; "
                              f"use the preset the checkpoint was trained with")
         r = {"image_id": image_id, "category_id": int(label_to_cat_id[lab]),
              "bbox": [b[0], b[1], b[2] - b[0], b[3] - b[1]], "score": float(s)}

@@ -34,8 +34,9 @@ import dataclasses
 import logging
 import os
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 
@@ -114,8 +115,8 @@ def run_overfit(
         ``{"AP", "AP50", "F1px", "metrics", "losses", "iters", "train_time_s", "total_time_s", "work_dir",
         "gt"}``: AP is COCO mask AP (fraction), F1px the boundary F at 1 px (None without ``boundary_f``).
     """
-    from refinemask.data import write_subset_json
     from eval.paths import bundled
+    from refinemask.data import write_subset_json
 
     t0 = time.perf_counter()
     out = Path(out_dir)

@@ -29,9 +29,10 @@ import math
 import os
 import random
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -39,8 +40,8 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from eval.errors import UsageError
 from refinemask.config import Preset
-from refinemask.registry import get_preset
 from refinemask.data import (
     GroupedBatchSampler,
     InstanceDataset,
@@ -49,6 +50,7 @@ from refinemask.data import (
     repeat_factors,
     resolve_data_paths,
 )
+from refinemask.registry import get_preset
 
 from . import distributed as du
 from .checkpoint import (
@@ -56,6 +58,7 @@ from .checkpoint import (
     CheckpointError,
     atomic_copy,
     atomic_torch_save,
+    check_preset,
     get_rng_state,
     load_checkpoint,
     load_model_state,
@@ -67,7 +70,7 @@ from .inference import evaluate_results, inference_on_dataset, run_info
 log = logging.getLogger(__name__)
 
 __all__ = ["TrainConfig", "Trainer", "WarmupStepSchedule", "apply_overrides", "apply_cfg_options", "seed_all",
-           "recalibrate_bn", "parse_scale", "train"]
+           "recalibrate_bn", "train"]
 
 #: target entries moved to the device and handed to the model (the others are bookkeeping)
 TARGET_KEYS = ("boxes", "labels", "masks", "crowd_masks", "semantic_seg")
@@ -182,20 +185,6 @@ def _plain(v: Any) -> Any:
     return repr(v)
 
 
-def parse_scale(text: str) -> tuple[int, int]:
-    """``"320"`` → (533, 320) (long side = round(short · 1333 / 800)); ``"533,320"`` → (533, 320) (long, short)."""
-    parts = [p for p in str(text).replace("x", ",").split(",") if p.strip()]
-    try:
-        vals = [int(p) for p in parts]
-    except ValueError:
-        raise ValueError(f"--img-scale {text!r}: expected SHORT or LONG,SHORT in pixels, e.g. 320 or 533,320") from None
-    if len(vals) == 1:
-        return (int(round(vals[0] * 1333 / 800)), vals[0])
-    if len(vals) == 2 and min(vals) > 0:
-        return (max(vals), min(vals))
-    raise ValueError(f"--img-scale {text!r}: expected SHORT or LONG,SHORT in pixels, e.g. 320 or 533,320")
-
-
 def apply_overrides(preset: Preset, *, img_scale: tuple[int, int] | None = None,
                     multiscale: tuple[int, int] | None = None, flip_ratio: float | None = None) -> Preset:
     """The preset with train/test scale, multi-scale range and flip ratio overridden."""
@@ -236,23 +225,23 @@ def apply_cfg_options(preset: Preset, options: Sequence[str] | dict[str, Any] | 
         parsed = []
         for opt in options:
             if "=" not in opt:
-                raise ValueError(f"--cfg-options {opt!r}: expected KEY=VALUE, e.g. roi.batch_size_per_image=64")
+                raise UsageError(f"--cfg-options {opt!r}: expected KEY=VALUE, e.g. roi.batch_size_per_image=64")
             k, v = opt.split("=", 1)
             parsed.append((k.strip(), _parse_value(v.strip())))
         items = parsed
     for key, value in items:
         parts = key.split(".")
 
-        def _set(obj: Any, path: list[str]) -> Any:
+        def _set(obj: Any, path: list[str], key: str = key, value: Any = value) -> Any:
             names = {f.name for f in dataclasses.fields(obj)}
             if path[0] not in names:
-                raise ValueError(f"--cfg-options {key}: {type(obj).__name__} has no field {path[0]!r}; "
+                raise UsageError(f"--cfg-options {key}: {type(obj).__name__} has no field {path[0]!r}; "
                                  f"fields: {', '.join(sorted(names))}")
             if len(path) == 1:
                 return dataclasses.replace(obj, **{path[0]: value})
             child = getattr(obj, path[0])
             if not dataclasses.is_dataclass(child):
-                raise ValueError(f"--cfg-options {key}: {path[0]!r} is not a nested config")
+                raise UsageError(f"--cfg-options {key}: {path[0]!r} is not a nested config")
             return dataclasses.replace(obj, **{path[0]: _set(child, path[1:])})
 
         preset = _set(preset, parts)
@@ -336,9 +325,9 @@ class Trainer:
 
     def __init__(self, cfg: TrainConfig) -> None:
         if cfg.max_iters is not None and cfg.epochs is not None:
-            raise ValueError("give at most one of --max-iters and --epochs")
+            raise UsageError("give at most one of --max-iters and --epochs")
         if cfg.batch_size < 1:
-            raise ValueError(f"--batch-size must be >= 1, got {cfg.batch_size}")
+            raise UsageError(f"--batch-size must be >= 1, got {cfg.batch_size}")
         self.cfg = cfg
         self.work_dir = Path(cfg.work_dir)
         self.dist = du.init_distributed(cfg.device)
@@ -358,14 +347,14 @@ class Trainer:
         # -- data --------------------------------------------------------------------------------------
         train_paths = resolve_data_paths(p.dataset, "train", cfg.data_root, cfg.train_json, cfg.train_images)
         if train_paths is None:
-            raise ValueError("no training data: give --data-root (standard layout) or --train-json and --train-images")
+            raise UsageError("no training data: give --data-root (standard layout) or --train-json and --train-images")
         self.train_paths = train_paths
         semantic_root, crowd = _semantic_inputs(p)
         self.train_set = InstanceDataset(train_paths.json, train_paths.images, with_masks=True, filter_empty=True,
                                          image_ids=cfg.train_image_ids, semantic_root=semantic_root,
                                          with_crowd_masks=crowd)
         if self.train_set.num_classes != p.num_classes:
-            raise ValueError(f"{train_paths.json} has {self.train_set.num_classes} categories but preset {p.name!r} "
+            raise UsageError(f"{train_paths.json} has {self.train_set.num_classes} categories but preset {p.name!r} "
                              f"predicts {p.num_classes} classes. Fix: pick the preset made for this dataset, or "
                              f"dataclasses.replace(preset, num_classes={self.train_set.num_classes})")
         self.val_paths = resolve_data_paths(p.dataset, "val", cfg.data_root, cfg.val_json, cfg.val_images,
@@ -418,7 +407,7 @@ class Trainer:
             self.max_iter = int(epochs * self.iters_per_epoch)
             steps = [int(round(s / sched.epochs * epochs)) * self.iters_per_epoch for s in sched.lr_steps]
         if self.max_iter < 1:
-            raise ValueError(f"nothing to train: {self.max_iter} iterations")
+            raise UsageError(f"nothing to train: {self.max_iter} iterations")
         warmup = cfg.warmup_iters if cfg.warmup_iters is not None else sched.warmup_iters
         if warmup >= self.max_iter:
             log.warning("warm-up (%d iterations) is not shorter than the run (%d): lr never reaches %.4g; "
@@ -478,9 +467,7 @@ class Trainer:
             raise CheckpointError(f"{path} is not a training checkpoint of this harness (format "
                                   f"{ckpt.get('format')!r}). Fix: --resume needs latest.pth / iter_N.pth written "
                                   f"by `rmbench train`")
-        if ckpt.get("preset") != self.preset.name:
-            raise CheckpointError(f"{path} was trained with preset {ckpt.get('preset')!r}, not {self.preset.name!r}. "
-                                  f"Fix: pass --preset {ckpt.get('preset')}")
+        check_preset(ckpt, self.preset.name, path, required=True)
         load_model_state(self.model, ckpt["model"], path)
         for key, obj in (("optimizer", self.optimizer), ("scheduler", self.scheduler)):
             try:

@@ -24,18 +24,17 @@ in chunks of 100 at inference (official ``interval``), never one by one.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.ops import roi_align
 
-from refinemask.config import Preset
+from refinemask.config import Preset, RefineMaskConfig
 from refinemask.detection.mask_branch import MaskBranch, RoIBatch
 from refinemask.detection.masks import mask_targets
 from refinemask.detection.poolers import MultiLevelRoIAlign, boxes_to_rois
-from refinemask.config import RefineMaskConfig
 
 from .boundary import merge_stage_logits, refine_mask_loss
 from .semantic import SemanticHead, semantic_loss, semantic_target

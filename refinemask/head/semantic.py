@@ -9,7 +9,7 @@ masks, built by :func:`semantic_target` exactly as ``RefineRoIHead._mask_forward
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F

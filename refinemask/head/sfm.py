@@ -23,13 +23,14 @@ average (``MultiBranchFusionAvg`` of the "faster and better" head).
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["FUSIONS", "MultiBranchFusion", "ConvFusion", "build_fusion", "SFM", "SimpleSFM", "cat_channels", "init_conv"]
+__all__ = ["FUSIONS", "MultiBranchFusion", "ConvFusion", "build_fusion", "SFM", "SimpleSFM", "cat_channels",
+           "init_conv"]
 
 #: names accepted by :func:`build_fusion` (Table 4 rows + the faster head's averaged variant)
 FUSIONS = ("conv1x1", "conv3x3", "parallel3x3", "sfm", "sfm_avg")

@@ -1,18 +1,16 @@
-"""Model-side ``rmbench`` subcommands, registered by ``refinemask.cli`` through :func:`add_commands`:
+"""Model commands: ``train``, ``infer``, ``models``.
 
 - ``train``   train a preset (alone, or under ``torchrun`` for multi-GPU / multi-node DDP)
 - ``infer``   COCO results (RLE) for a checkpoint on a COCO-format split, optionally evaluated right away
 - ``models``  list the presets with their parameter counts
-- ``bench``   the fps protocol (model-spec §6), registered when ``refinemask/engine/bench.py`` exists
 
-Errors (bad data, options or checkpoints) are ``ValueError``s whose message names the file and the fix;
-``rmbench`` turns them into exit code 2.
+Errors about the user's data, options or checkpoints are :class:`eval.errors.InputError` s whose message names the
+file and the fix; ``rmbench`` turns them into exit code 2.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import logging
 import os
@@ -20,9 +18,13 @@ import sys
 import time
 from pathlib import Path
 
+from eval.errors import UsageError
+
+from . import Command
+
 log = logging.getLogger("rmbench")
 
-__all__ = ["add_commands", "cmd_train", "cmd_infer", "cmd_models", "model_table"]
+__all__ = ["COMMANDS", "model_table", "parse_scale"]
 
 
 def _quiet_non_main_ranks() -> None:
@@ -47,16 +49,35 @@ def _pair(text: str) -> tuple[int, int]:
     return (a, b)
 
 
+def parse_scale(text: str, option: str = "--img-scale") -> tuple[int, int]:
+    """A scale option in pixels: ``"320"`` → (533, 320) (long side = round(short · 1333 / 800)); ``"533,320"`` or
+    ``"533x320"`` → (533, 320) (long, short; either order).
+
+    Raises:
+        UsageError: not one or two positive integers (the message names ``option``).
+    """
+    parts = [p for p in str(text).replace("x", ",").split(",") if p.strip()]
+    try:
+        vals = [int(p) for p in parts]
+    except ValueError:
+        vals = []
+    if len(vals) == 1 and vals[0] > 0:
+        return (int(round(vals[0] * 1333 / 800)), vals[0])
+    if len(vals) == 2 and min(vals) > 0:
+        return (max(vals), min(vals))
+    raise UsageError(f"{option} {text!r}: expected SHORT or LONG,SHORT in pixels, e.g. 320 or 533,320")
+
+
 # ------------------------------------------------------------------------------------------------------------
 # train
-def _add_train(sub) -> None:
-    p = sub.add_parser(
-        "train", help="train a preset (single process, or multi-GPU / multi-node under torchrun)",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        description="Train a preset with the mmdet recipe: SGD (lr 0.02 x batch/16, momentum 0.9, wd 1e-4), "
-        "linear warm-up, step schedule (1x/2x/3x from the preset), optional gradient clipping, AMP on CUDA.\n"
-        "Writes <work-dir>/{config.json, log.csv, tb/, iter_N.pth, latest.pth, eval/iter_N/, metrics.json}.\n"
-        "Multi-GPU: torchrun --nproc_per_node 8 -m refinemask.cli train ... (batch size is per process).")
+TRAIN_DESCRIPTION = (
+    "Train a preset with the mmdet recipe: SGD (lr 0.02 x batch/16, momentum 0.9, wd 1e-4), linear warm-up, step "
+    "schedule (1x/2x/3x from the preset), optional gradient clipping, AMP on CUDA.\n"
+    "Writes <work-dir>/{config.json, log.csv, tb/, iter_N.pth, latest.pth, eval/iter_N/, metrics.json}.\n"
+    "Multi-GPU: torchrun --nproc_per_node 8 -m refinemask.cli train ... (batch size is per process).")
+
+
+def add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--preset", required=True, help="preset name (rmbench models lists them)")
     p.add_argument("--work-dir", type=Path, required=True, help="output folder (checkpoints, logs, metrics)")
     p.add_argument("--data-root", type=Path, help="dataset root in its standard layout, e.g. COCO: "
@@ -100,12 +121,11 @@ def _add_train(sub) -> None:
     p.add_argument("--cpu-threads", type=int, help="torch CPU threads per process (1 is best on a busy machine)")
     p.add_argument("--no-tensorboard", action="store_true", help="do not write TensorBoard events")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.set_defaults(func=cmd_train)
 
 
-def cmd_train(args) -> int:
+def run_train(args) -> int:
     from refinemask.engine.distributed import cleanup_distributed
-    from refinemask.engine.trainer import TrainConfig, parse_scale, train
+    from refinemask.engine.trainer import TrainConfig, train
 
     _quiet_non_main_ranks()
     cfg = TrainConfig(
@@ -141,12 +161,7 @@ def cmd_train(args) -> int:
 
 # ------------------------------------------------------------------------------------------------------------
 # infer
-def _add_infer(sub) -> None:
-    p = sub.add_parser(
-        "infer", help="COCO results (RLE masks) for a checkpoint; optionally evaluate them",
-        description="Run a trained checkpoint on every image of a COCO-format json (batch 1, the preset's test "
-        "scale, score threshold and detections per image) and write a COCO results json atomically. Under "
-        "torchrun the images are sharded and the results gathered.")
+def add_infer_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--preset", required=True, help="the preset the checkpoint was trained with")
     p.add_argument("--checkpoint", type=Path, required=True, help="latest.pth / iter_N.pth or a model state dict")
     p.add_argument("--gt", type=Path, required=True, help="COCO-format json listing the images (and their GT)")
@@ -163,32 +178,29 @@ def _add_infer(sub) -> None:
     p.add_argument("--workers", type=int, default=2, help="data-loader workers (default 2)")
     p.add_argument("--cpu-threads", type=int, help="torch CPU threads per process (1 is best on a busy machine)")
     p.add_argument("--amp", action="store_true", help="float16 autocast on CUDA")
-    p.set_defaults(func=cmd_infer)
 
 
-def cmd_infer(args) -> int:
+def run_infer(args) -> int:
     import torch
 
     from eval.io import write_json
-    from refinemask.registry import get_preset
     from refinemask.data import InstanceDataset
-    from refinemask.engine.checkpoint import load_checkpoint, load_model_state
+    from refinemask.engine.checkpoint import check_preset, load_checkpoint, load_model_state
     from refinemask.engine.distributed import cleanup_distributed, init_distributed
     from refinemask.engine.inference import evaluate_results, inference_on_dataset, run_info, set_test_cfg
-    from refinemask.engine.trainer import apply_cfg_options, apply_overrides, parse_scale
+    from refinemask.engine.trainer import apply_cfg_options, apply_overrides
     from refinemask.models import build_model
+    from refinemask.registry import get_preset
 
     _quiet_non_main_ranks()
     preset = apply_overrides(apply_cfg_options(get_preset(args.preset), args.cfg_options),
                              img_scale=parse_scale(args.img_scale) if args.img_scale else None)
     ckpt = load_checkpoint(args.checkpoint)
-    if ckpt.get("preset") not in (None, preset.name):
-        raise ValueError(f"{args.checkpoint} was trained with preset {ckpt['preset']!r}, not {preset.name!r}. "
-                         f"Fix: pass --preset {ckpt['preset']}")
+    check_preset(ckpt, preset.name, args.checkpoint)
     classes = ckpt.get("classes")
     dataset = InstanceDataset(args.gt, args.images, with_masks=False, categories=classes)
     if dataset.num_classes != preset.num_classes:
-        raise ValueError(f"{args.gt} has {dataset.num_classes} categories but preset {preset.name!r} predicts "
+        raise UsageError(f"{args.gt} has {dataset.num_classes} categories but preset {preset.name!r} predicts "
                          f"{preset.num_classes}. Fix: evaluate on the dataset the model was trained for")
     if args.cpu_threads:
         torch.set_num_threads(args.cpu_threads)
@@ -244,9 +256,9 @@ def model_table(names: list[str] | None = None) -> list[dict]:
     """One row per preset: name, method, backbone, schedule, dataset, parameters (built on the meta device)."""
     import torch
 
-    from refinemask.registry import get_preset
     from refinemask.engine.inference import run_info
     from refinemask.models import build_model, count_parameters, list_presets
+    from refinemask.registry import get_preset
 
     rows, counts = [], {}
     for name in names or list_presets():
@@ -264,17 +276,12 @@ def model_table(names: list[str] | None = None) -> list[dict]:
     return rows
 
 
-def _add_models(sub) -> None:
-    p = sub.add_parser("models", help="list presets with parameter counts",
-                       description="Every preset with its method, backbone, schedule, dataset and parameter count "
-                       "(mmdet convention: BN affine counted, frozen parameters included; models are built on the "
-                       "meta device, so nothing is allocated or downloaded).")
+def add_models_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print json instead of a table")
     p.add_argument("names", nargs="*", help="only these presets")
-    p.set_defaults(func=cmd_models)
 
 
-def cmd_models(args) -> int:
+def run_models(args) -> int:
     rows = model_table(args.names or None)
     if args.json:
         print(json.dumps(rows, indent=2))
@@ -289,22 +296,15 @@ def cmd_models(args) -> int:
     return 0
 
 
-# ------------------------------------------------------------------------------------------------------------
-# bench (fps protocol) — written by another engineer in refinemask/engine/bench.py
-def _add_bench(sub) -> None:
-    """LEAD: ``rmbench bench`` is registered here from ``refinemask/engine/bench.py`` (``add_arguments(p)``,
-    ``run(args)``) as soon as that module exists; nothing else to wire."""
-    if importlib.util.find_spec("refinemask.engine.bench") is None:
-        return
-    from refinemask.engine import bench
-
-    doc = (bench.__doc__ or "fps benchmark").strip().split("\n\n")[0]
-    p = sub.add_parser("bench", help="time inference with the paper's fps protocol", description=doc)
-    bench.add_arguments(p)
-    p.set_defaults(func=bench.run)
-
-
-def add_commands(sub) -> None:
-    """Register ``train``, ``infer``, ``models`` (and ``bench`` when present) on ``rmbench``'s subparsers."""
-    for add in (_add_train, _add_infer, _add_models, _add_bench):
-        add(sub)
+COMMANDS = [
+    Command("train", "train a preset (single process, or multi-GPU / multi-node under torchrun)", TRAIN_DESCRIPTION,
+            add_train_arguments, run_train),
+    Command("infer", "COCO results (RLE masks) for a checkpoint; optionally evaluate them",
+            "Run a trained checkpoint on every image of a COCO-format json (batch 1, the preset's test scale, score "
+            "threshold and detections per image) and write a COCO results json atomically. Under torchrun the "
+            "images are sharded and the results gathered.", add_infer_arguments, run_infer),
+    Command("models", "list presets with parameter counts",
+            "Every preset with its method, backbone, schedule, dataset and parameter count (mmdet convention: BN "
+            "affine counted, frozen parameters included; models are built on the meta device, so nothing is "
+            "allocated or downloaded).", add_models_arguments, run_models),
+]

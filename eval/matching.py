@@ -1,0 +1,177 @@
+"""The one matching step of our own boundary metrics: each GT instance's positive prediction.
+
+RefineMask appendix A.2 (docs/evaluation.md §6.2): for every **non-crowd** GT annotation, in GT-file order, the
+candidates are the results of the same image and category with ``score >= score_thr`` (0.05); the one with the
+highest mask IoU (pycocotools ``mask.iou(cand_rles, [gt_rle], [0])``; exact ties -> first in results-list order)
+is the *positive prediction* if its IoU is ``>= iou_thr`` (0.5), otherwise the GT is skipped (not counted as 0).
+No one-to-one matching: one prediction may serve several GTs.
+
+:func:`match` computes this once per evaluation as a :class:`Matches`; boundary F (:mod:`eval.boundary_f`),
+boundary accuracy (:mod:`eval.boundary_acc`) and the evaluator share it, with the RLEs it built, so every GT and
+prediction RLE is built once.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from pycocotools import mask as mask_utils
+
+from eval.errors import UsageError
+from eval.masks import segm_to_rle
+
+__all__ = ["Matches", "match", "match_positive_predictions", "refinemask_window", "gt_bbox", "MATCH_KEYS"]
+
+#: keys of one matched pair (``Matches.pairs``)
+MATCH_KEYS = ("gt_id", "image_id", "category_id", "pred_index", "score", "mask_iou")
+
+
+@dataclass
+class Matches:
+    """The positive prediction of every non-crowd GT (the output of :func:`match`).
+
+    Attributes:
+        pairs: one dict per matched GT, in GT-file order, with :data:`MATCH_KEYS` (``pred_index`` = 0-based position
+            in the results list; ``mask_iou`` a fraction).
+        skipped_gt_ids: ids of non-crowd GTs without a positive prediction, in file order.
+        annotations: the non-crowd GT annotations, in file order.
+        image_sizes: image id -> (height, width) in pixels.
+        gt_rles: gt id -> compressed RLE of each matched GT.
+        pred_rles: result index -> compressed RLE of every candidate prediction that was compared.
+        score_thr, iou_thr: the rule used.
+    """
+
+    pairs: list[dict[str, Any]]
+    skipped_gt_ids: list[int]
+    annotations: list[dict]
+    image_sizes: dict[Any, tuple[int, int]]
+    gt_rles: dict[Any, dict] = field(repr=False)
+    pred_rles: dict[int, dict] = field(repr=False)
+    score_thr: float = 0.05
+    iou_thr: float = 0.5
+
+    def by_image(self) -> dict[Any, list[int]]:
+        """image id -> indices into :attr:`pairs`, in pair order."""
+        out: dict[Any, list[int]] = defaultdict(list)
+        for k, m in enumerate(self.pairs):
+            out[m["image_id"]].append(k)
+        return out
+
+    def annotation(self, gt_id: Any) -> dict:
+        """The GT annotation of ``gt_id`` (one of :attr:`annotations`)."""
+        if not hasattr(self, "_ann_by_id"):
+            self._ann_by_id = {a["id"]: a for a in self.annotations}
+        return self._ann_by_id[gt_id]
+
+
+def _image_sizes(gt: dict) -> dict[Any, tuple[int, int]]:
+    if not isinstance(gt, dict) or "images" not in gt or "annotations" not in gt:
+        raise UsageError("gt must be a parsed COCO-format dict with 'images' and 'annotations'")
+    sizes: dict[Any, tuple[int, int]] = {}
+    for img in gt["images"]:
+        try:
+            sizes[img["id"]] = (int(img["height"]), int(img["width"]))
+        except KeyError as exc:
+            raise UsageError(f"gt image record {img.get('id')!r} lacks {exc.args[0]!r}") from None
+    return sizes
+
+
+def _group_results(results: list[dict], score_thr: float) -> dict[tuple[Any, Any], list[int]]:
+    """(image_id, category_id) -> indices into ``results`` with score >= score_thr, in list order."""
+    groups: dict[tuple[Any, Any], list[int]] = defaultdict(list)
+    for i, r in enumerate(results):
+        try:
+            if r["score"] >= score_thr:
+                groups[(r["image_id"], r["category_id"])].append(i)
+        except KeyError as exc:
+            raise UsageError(f"result {i} lacks the key {exc.args[0]!r}") from None
+    return groups
+
+
+def match(gt: dict, results: list[dict], score_thr: float = 0.05, iou_thr: float = 0.5) -> Matches:
+    """The positive prediction of every non-crowd GT instance (RefineMask appendix A.2).
+
+    Args:
+        gt: parsed COCO-format GT (``images`` with ``height``/``width`` in pixels, ``annotations``); cocofied LVIS
+            files work too (a missing ``iscrowd`` counts as 0).
+        results: COCO results with ``image_id``, ``category_id``, ``score`` and ``segmentation`` (compressed RLE
+            with str/bytes counts, uncompressed RLE or polygons, rasterised at the image size).
+        score_thr: candidates need ``score >= score_thr``. iou_thr: the best candidate needs mask IoU ``>= iou_thr``.
+
+    Raises:
+        UsageError: ``gt`` is not a COCO-format dict, an image lacks its size, an annotation refers to an unknown
+            image, or a result lacks a required key.
+    """
+    sizes = _image_sizes(gt)
+    anns = [a for a in gt["annotations"] if not a.get("iscrowd", 0)]
+    groups = _group_results(results, score_thr)
+    pred_rles: dict[int, dict] = {}
+    gt_rles: dict[Any, dict] = {}
+    pairs: list[dict[str, Any]] = []
+    skipped: list[int] = []
+    for ann in anns:
+        img_id = ann["image_id"]
+        if img_id not in sizes:
+            raise UsageError(f"annotation {ann.get('id')!r} refers to unknown image {img_id!r}")
+        h, w = sizes[img_id]
+        cand = groups.get((img_id, ann["category_id"]))
+        if not cand:
+            skipped.append(ann["id"])
+            continue
+        g_rle = segm_to_rle(ann["segmentation"], h, w)
+        cand_rles = []
+        for i in cand:
+            rle = pred_rles.get(i)
+            if rle is None:
+                rle = segm_to_rle(results[i]["segmentation"], h, w)
+                pred_rles[i] = rle
+            cand_rles.append(rle)
+        ious = np.asarray(mask_utils.iou(cand_rles, [g_rle], [0]), dtype=np.float64).reshape(-1)
+        best = int(np.argmax(ious))  # first maximum = first in results-list order
+        if not ious[best] >= iou_thr:
+            skipped.append(ann["id"])
+            continue
+        gt_rles[ann["id"]] = g_rle
+        pi = cand[best]
+        pairs.append({"gt_id": ann["id"], "image_id": img_id, "category_id": ann["category_id"], "pred_index": pi,
+                      "score": float(results[pi]["score"]), "mask_iou": float(ious[best])})
+    return Matches(pairs, skipped, anns, sizes, gt_rles, pred_rles, score_thr, iou_thr)
+
+
+def match_positive_predictions(gt: dict, results: list[dict], score_thr: float = 0.05,
+                               iou_thr: float = 0.5) -> tuple[list[dict], list[int]]:
+    """``(pairs, skipped_gt_ids)`` of :func:`match` (the two lists, for callers that need nothing else)."""
+    m = match(gt, results, score_thr, iou_thr)
+    return m.pairs, m.skipped_gt_ids
+
+
+def refinemask_window(bbox: Iterable[float], height: int, width: int) -> tuple[slice, slice]:
+    """Crop window of RefineMask's boundary-F tool: the GT box enlarged by half its size per side.
+
+    (x, y, w, h) = ``int()`` of ``bbox`` (COCO [x, y, w, h] in pixels), w, h = max(1, .); rows
+    [max(y - h//2, 0), min(y + h + h//2, height)), columns [max(x - w//2, 0), min(x + w + w//2, width)).
+
+    Returns:
+        (row_slice, col_slice); may hold <= 1 row or column (RefineMask skips such windows for F).
+
+    Source: zhanggang001/RefineMask ``tools/boundary_f1_score.py::compute_f_score``; docs/evaluation.md §6.2.
+    """
+    x, y, w, h = (int(v) for v in bbox)
+    w, h = max(1, w), max(1, h)
+    r0 = max(y - h // 2, 0)
+    r1 = min(max(y + h + h // 2, 0), int(height))
+    c0 = max(x - w // 2, 0)
+    c1 = min(max(x + w + w // 2, 0), int(width))
+    return slice(r0, max(r1, r0)), slice(c0, max(c1, c0))
+
+
+def gt_bbox(ann: dict, rle: dict) -> list[float]:
+    """The annotation's ``bbox`` ([x, y, w, h] pixels), or the tight box of its RLE when it has none."""
+    bbox = ann.get("bbox")
+    if bbox is None:
+        bbox = mask_utils.toBbox(rle).tolist()
+    return bbox

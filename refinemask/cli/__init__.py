@@ -1,0 +1,110 @@
+"""``rmbench``: the harness's command line, and the one composition root of the house.
+
+This package is the only place that imports every layer: ``eval`` (the evaluator), ``reports`` (tables, plots,
+regression, the reproduction plan), the model package and the ``baselines`` plug-in (imported here, which registers
+the PointRend and HTC presets and builders). One module per command group, each command an ``add_arguments`` /
+``run`` pair (:class:`Command`):
+
+- :mod:`.evaluate`  ``eval``, ``cocofy-lvis``, ``cityscapes-to-coco``, ``bench-eval``
+- :mod:`.reporting` ``report``, ``regress``, ``reproduce``
+- :mod:`.models`    ``train``, ``infer``, ``models``
+- :mod:`.bench`     ``bench`` (the fps protocol)
+- :mod:`.demo`      ``demo`` (the main job)
+
+Modules import their heavy dependencies (torch, pycocotools) inside ``run``, so ``rmbench eval`` and ``rmbench
+report`` start without torch.
+
+Exit codes: 0 success; 2 bad input or usage (:class:`eval.errors.InputError`: the message names the file, the
+record and the fix; argparse's own usage errors too); 1 anything else, which is a bug and prints its traceback.
+``-v`` logs at DEBUG and prints the traceback of input errors too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import baselines  # noqa: F401  (registers the PointRend / HTC presets and builders with refinemask.registry)
+from eval.errors import InputError
+
+log = logging.getLogger("rmbench")
+
+__all__ = ["Command", "build_parser", "main"]
+
+
+@dataclass(frozen=True)
+class Command:
+    """One ``rmbench`` subcommand: ``add_arguments(parser)`` declares its options, ``run(args) -> exit code``."""
+
+    name: str
+    help: str
+    description: str
+    add_arguments: Callable[[argparse.ArgumentParser], None]
+    run: Callable[[argparse.Namespace], int | None]
+    epilog: str | None = None
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("refinemask-bench")
+    except PackageNotFoundError:  # pragma: no cover (running from a source tree without an install)
+        return "unknown"
+
+
+def commands() -> list[Command]:
+    """Every subcommand, in ``rmbench --help`` order."""
+    from . import bench, demo, evaluate, models, reporting
+
+    return [*evaluate.COMMANDS, demo.COMMAND, *reporting.COMMANDS, *models.COMMANDS, bench.COMMAND]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="rmbench", description=__doc__.split("\n\n")[0].strip("`"),
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging; tracebacks for input errors too")
+    parser.add_argument("--version", action="version", version=f"rmbench {_version()}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="command")
+    for c in commands():
+        p = sub.add_parser(c.name, help=c.help, description=c.description, epilog=c.epilog,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+        c.add_arguments(p)
+        p.set_defaults(func=c.run)
+    return parser
+
+
+def run_command(name: str, func: Callable[[argparse.Namespace], int | None], args: argparse.Namespace,
+                verbose: bool = False) -> int:
+    """Run one command: its exit code; exit 2 with the message for an :class:`~eval.errors.InputError`; exit 1 with
+    the traceback for anything else (a bug)."""
+    try:
+        return int(func(args) or 0)
+    except InputError as e:
+        if verbose:
+            traceback.print_exc()
+        print(f"rmbench {name}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"rmbench {name}: interrupted", file=sys.stderr)
+        return 130
+    except Exception:
+        traceback.print_exc()
+        print(f"rmbench {name}: internal error (a bug, not your input): please report the traceback above with the "
+              f"command that caused it", file=sys.stderr)
+        return 1
+
+
+def setup_logging(verbose: bool) -> None:
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    setup_logging(args.verbose)
+    return run_command(args.command, args.func, args, args.verbose)

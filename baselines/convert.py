@@ -1,4 +1,4 @@
-"""mmdetection 2.x PointRend / HTC checkpoints → our parameter names (model-spec §4, §5).
+"""mmdetection 2.x PointRend / HTC checkpoints → our parameter names (docs/models.md §4, §5).
 
 The trunk (``backbone.*``, ``neck.*``, ``rpn_head.*`` and, for PointRend, the standard
 ``roi_head.bbox_head.*``) is renamed by ``refinemask.convert.convert_mmdet_trunk`` (or a ``trunk_mapper`` given by

@@ -1,11 +1,11 @@
-"""Hybrid Task Cascade (Chen et al., CVPR 2019) RoI heads on the shared trunk (model-spec §5, §9.6).
+"""Hybrid Task Cascade (Chen et al., CVPR 2019) RoI heads on the shared trunk (docs/models.md §5, §9.6).
 
 mmdetection 2.x ``HybridTaskCascadeRoIHead`` with ``Shared2FCBBoxHead`` × 3 (class-agnostic regression),
 ``HTCMaskHead`` × 3 and the optional ``FusedSemanticHead``; it replaces the trunk's
 :class:`~refinemask.detection.roi_heads.RoIHeads` as a whole (``Preset.roi_head = "htc"``) with the same call
 signature and outputs.
 
-Training, per iteration (spec §5.2):
+Training, per iteration (docs/models.md §5.2):
 
 1. Semantic head on P2–P6 (fused at P3, stride 8) → logits (loss ``loss_semantic_seg`` = 0.2 · CE, ignore 255)
    and a 256-channel embedding E (B, 256, Hp/8, Wp/8).
@@ -19,12 +19,12 @@ Training, per iteration (spec §5.2):
    d. mask information flow: h_0 = convs_0(X), h_j = convs_j(X + conv_res_j(h_{j−1})); head t's logits from
       convs_t(X + conv_res_t(h_{t−1})) → deconv → 1×1 (28×28, class-specific) → ``s{t}.loss_mask`` (× w_t).
 
-Inference (spec §5.3): stages 0 → 2 regress the 1000 proposals in turn (class-agnostic, clipped); final class
+Inference (docs/models.md §5.3): stages 0 → 2 regress the 1000 proposals in turn (class-agnostic, clipped); final class
 probabilities = softmax of the **mean of the three stages' logits** (each on its own input boxes); final boxes =
 stage-2 regression; score > 0.001, per-class NMS 0.5, top 100. Masks: X for the final boxes, the information-flow
 chain through all three heads, **mean of the three σ(predicted-class logits)** → (n, 28, 28) ``mask_probs``.
 
-COCO-stuff (spec §5.4): ``HTCConfig.semantic`` = ``"stuff"`` (the paper's HTC; training needs
+COCO-stuff (docs/models.md §5.4): ``HTCConfig.semantic`` = ``"stuff"`` (the paper's HTC; training needs
 ``targets[i]["semantic_seg"]`` label maps, :func:`load_stuff_map` reads them from ``HTCConfig.stuff_root``),
 ``"things"`` (labels painted from the instance masks by :func:`thing_semantic_labels`) or ``"none"``.
 
@@ -87,7 +87,7 @@ _FPN_LEVELS = ("p2", "p3", "p4", "p5", "p6")
 # semantic branch
 # ----------------------------------------------------------------------------------------------------------------
 class FusedSemanticHead(nn.Module):
-    """mmdet ``FusedSemanticHead`` (spec §5.1).
+    """mmdet ``FusedSemanticHead`` (docs/models.md §5.1).
 
     1×1 conv 256 + ReLU lateral on each of the ``num_ins`` FPN levels; the other levels are bilinearly resized
     (align_corners=True) to the fusion level (P3) *before* their lateral conv and summed; 4 × [3×3 conv 256 + ReLU];
@@ -150,7 +150,7 @@ class FusedSemanticHead(nn.Module):
 def thing_semantic_labels(
     masks: Tensor, labels: Tensor, crowd_masks: Tensor | None = None, ignore_index: int = 255
 ) -> Tensor:
-    """Per-pixel thing label map from instance masks (spec §5.4 option 2).
+    """Per-pixel thing label map from instance masks (docs/models.md §5.4 option 2).
 
     Instances are painted largest-area first, so smaller ones stay on top; the pixel label is class index + 1
     (1..C), 0 = background; pixels of crowd regions (``crowd_masks``) become ``ignore_index``.
@@ -334,7 +334,8 @@ class HTCMaskBranch(MaskBranch):
     mask RoI features are RoIAlign(P2–P5, 14) + RoIAlign(E, 14) (mmdet ``semantic_fusion`` 'mask').
 
     :meth:`forward` returns the last stage's logits through the information-flow chain; :meth:`predict` the mean of
-    the three stages' σ(predicted-class logits) (spec §5.3); :meth:`forward_train` takes ``stage`` (default last).
+    the three stages' σ(predicted-class logits) (docs/models.md §5.3);
+    :meth:`forward_train` takes ``stage`` (default last).
     """
 
     def __init__(

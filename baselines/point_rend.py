@@ -1,7 +1,9 @@
-"""PointRend mask branch (Kirillov et al., CVPR 2020) on the shared mask-branch protocol (model-spec §4, §9.7).
+"""PointRend mask branch (Kirillov et al., CVPR 2020) on the shared mask-branch protocol (docs/models.md §4, §9.7).
 
-mmdetection 2.x is the default (``PointRendRoIHead`` + ``CoarseMaskHead`` + ``MaskPointHead``, spec §4.1);
-``PointRendConfig(variant="detectron2")`` switches to detectron2's ``PointRendMaskHead`` behaviour (spec §4.2).
+mmdetection 2.x is the default (``PointRendRoIHead`` + ``CoarseMaskHead`` + ``MaskPointHead``,
+docs/models.md §4.1);
+``PointRendConfig(variant="detectron2")`` switches to detectron2's ``PointRendMaskHead`` behaviour
+(docs/models.md §4.2).
 
 Pipeline for N RoIs (boxes in input pixels, C = 80 classes):
 
@@ -22,7 +24,7 @@ Pipeline for N RoIs (boxes in input pixels, C = 80 classes):
    (align_corners=False); each step recomputes the 28·28 = 784 most uncertain cells with the point head (cell
    centres), skipping a step whose successor recomputes every cell anyway → 14 (skipped), 28 (all cells), 56, 112,
    224. Output: (N, 224, 224) probabilities, pasted by the trunk (≥ 0.5). Only the predicted-class channel is
-   carried (spec §4.2 memory tip; identical masks).
+   carried (docs/models.md §4.2 memory tip; identical masks).
 
 Point coordinates are relative to the box, (x, y) ∈ [0, 1]²; a point maps to image pixel ``x1 + x·(x2 − x1)`` and to
 feature-map position ``pixel / stride − 0.5`` (``grid_sample(align_corners=False)``), mmcv's
@@ -30,7 +32,7 @@ feature-map position ``pixel / stride − 0.5`` (``grid_sample(align_corners=Fal
 
 Parameter names follow mmdet (``mask_head.downsample_conv``, ``mask_head.fcs.{0,1}``, ``mask_head.fc_logits``,
 ``point_head.fcs.{0,1,2}``, ``point_head.fc_logits``; mmdet's ``ConvModule`` adds a ``.conv`` level) — see
-``baselines/convert.py``. Parameters: coarse head 18,176,080 + point head 285,776 (spec §7).
+``baselines/convert.py``. Parameters: coarse head 18,176,080 + point head 285,776 (docs/models.md §7).
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ Paper rows and how we read them:
   not name the schedule of the rows without ‡; the Mask R-CNN† and RefineMask R50/R101 rows of Table 8 repeat
   the **2x** numbers of Table 1 (AP* 37.7 / 39.3 and 41.5 / 42.3), so we give those rows the 2x schedule (an
   inference, recorded in each preset's notes). ‡ = 3x with multi-scale short side [640, 800].
-* HTC without COCO-stuff (model-spec §5.4): three variants per HTC row — ``htc_*`` (the paper's HTC: 183-class
+* HTC without COCO-stuff (docs/models.md §5.4): three variants per HTC row — ``htc_*`` (the paper's HTC: 183-class
   COCO-stuff semantic branch; training needs the stuffthingmaps, see :attr:`HTCConfig.stuff_root`),
   ``htc_without_semantic_*`` (mmdet's own config, no semantic branch) and ``htc_thing_semantic_*`` (the same
   semantic branch trained on a per-pixel label map built from the instance masks, 81 classes).
@@ -44,9 +44,9 @@ __all__ = [
     "BASELINE_PRESETS",
 ]
 
-#: ``PointRendConfig.variant`` values (model-spec §4.1 mmdet, §4.2 detectron2).
+#: ``PointRendConfig.variant`` values (docs/models.md §4.1 mmdet, §4.2 detectron2).
 POINT_REND_VARIANTS = ("mmdet", "detectron2")
-#: ``HTCConfig.semantic`` values (model-spec §5.1, §5.4).
+#: ``HTCConfig.semantic`` values (docs/models.md §5.1, §5.4).
 HTC_SEMANTIC_MODES = ("stuff", "things", "none")
 #: environment variable consulted when ``HTCConfig.stuff_root`` is None.
 STUFF_ROOT_ENV = "RMBENCH_COCO_STUFF"
@@ -54,12 +54,12 @@ STUFF_ROOT_ENV = "RMBENCH_COCO_STUFF"
 
 @dataclass(frozen=True)
 class PointRendConfig(MaskHeadConfig):
-    """PointRend mask branch (mmdet ``PointRendRoIHead`` + ``CoarseMaskHead`` + ``MaskPointHead``; spec §4).
+    """PointRend mask branch (mmdet ``PointRendRoIHead`` + ``CoarseMaskHead`` + ``MaskPointHead``; docs/models.md §4).
 
     Attributes:
         variant: ``"mmdet"`` (default; mmdet 2.x as the RefineMask authors most likely ran it) or
-            ``"detectron2"`` (spec §4.2). The variant switches (i) the coarse-head initialisation (mmdet: hidden
-            FCs xavier-normal, logits FC weight constant 0.001; detectron2: hidden FCs Caffe2-xavier
+            ``"detectron2"`` (docs/models.md §4.2). The variant switches (i) the coarse-head initialisation (mmdet:
+            hidden FCs xavier-normal, logits FC weight constant 0.001; detectron2: hidden FCs Caffe2-xavier
             (kaiming-uniform a=1), logits FC N(0, 0.001)), (ii) the subdivision schedule (mmdet: upsample the
             7×7 coarse logits, skipping steps whose every cell would be recomputed; detectron2: a regular grid
             of point predictions at the initial resolution, doubled from 7 while 4·r² ≤ num_points → 28×28,
@@ -117,16 +117,16 @@ class PointRendConfig(MaskHeadConfig):
 
 @dataclass(frozen=True)
 class HTCConfig(MaskHeadConfig):
-    """Hybrid Task Cascade RoI heads (mmdet ``HybridTaskCascadeRoIHead``; spec §5).
+    """Hybrid Task Cascade RoI heads (mmdet ``HybridTaskCascadeRoIHead``; docs/models.md §5).
 
     Shared RoI settings (sampler 512 / 25 %, GT added, CE + smooth-L1 β=1 box losses, test score 0.001 / NMS 0.5
     / 100 detections) come from ``Preset.roi``; the per-stage values are here.
 
     Attributes:
         semantic: ``"stuff"`` (the paper's HTC: ``FusedSemanticHead`` with 183 COCO-stuff thing+stuff classes,
-            trained on ``stuffthingmaps`` PNGs), ``"things"`` (spec §5.4 option 2: same head, labels painted from
-            the instance masks, ``num_classes + 1`` classes, 0 = background, 255 = crowd/padding) or ``"none"``
-            (mmdet ``htc_without_semantic_r50_fpn_1x_coco``).
+            trained on ``stuffthingmaps`` PNGs), ``"things"`` (docs/models.md §5.4 option 2: same head, labels
+            painted from the instance masks, ``num_classes + 1`` classes, 0 = background, 255 = crowd/padding) or
+            ``"none"`` (mmdet ``htc_without_semantic_r50_fpn_1x_coco``).
         stuff_root: folder holding the COCO-stuff label PNGs of the training split (``<image stem>.png``, e.g.
             ``stuffthingmaps_trainval2017/train2017``); None → ``$RMBENCH_COCO_STUFF``. Needed only to *train*
             a ``semantic="stuff"`` model (building, counting and timing work without it); a set but missing
@@ -205,13 +205,13 @@ class HTCConfig(MaskHeadConfig):
 
 
 # ------------------------------------------------------------------------------------------------------------
-# PointRend presets (spec §4.1: same pytorch-R50, single-scale 1x recipe as the other models; only the mask
+# PointRend presets (docs/models.md §4.1: same pytorch-R50, single-scale 1x recipe as the other models; only the mask
 # branch differs)
 # ------------------------------------------------------------------------------------------------------------
 _PR_NOTE = (
-    "mmdet PointRendRoIHead/CoarseMaskHead/MaskPointHead (spec §4.1) on our pytorch-style trunk (BN eval-mode, "
-    "trainable affine, single-scale) as the spec recommends; mmdet's own zoo config is caffe-R50 multi-scale "
-    "(box 38.4 / mask 36.3)."
+    "mmdet PointRendRoIHead/CoarseMaskHead/MaskPointHead (docs/models.md §4.1) on our pytorch-style trunk (BN "
+    "eval-mode, trainable affine, single-scale) as docs/models.md recommends; mmdet's own zoo config is caffe-R50 "
+    "multi-scale (box 38.4 / mask 36.3)."
 )
 
 _POINT_REND_R50_1X = Preset(
@@ -231,9 +231,9 @@ _POINT_REND = (
         mask_head_cfg=PointRendConfig(variant="detectron2"),
         paper_ref="(no paper row) PointRend R50-FPN 1x, detectron2 head variant; d2 README mask AP 36.2",
         notes=(
-            "detectron2 PointRend head (spec §4.2): train on predicted boxes, Caffe2-xavier coarse FCs, regular-grid "
-            "subdivision start. The trunk stays ours (BN eval-mode, pytorch R50, single-scale), not detectron2's "
-            "FrozenBN / MSRA R50 / multi-scale 90k-iteration recipe."
+            "detectron2 PointRend head (docs/models.md §4.2): train on predicted boxes, Caffe2-xavier coarse FCs, "
+            "regular-grid subdivision start. The trunk stays ours (BN eval-mode, pytorch R50, single-scale), not "
+            "detectron2's FrozenBN / MSRA R50 / multi-scale 90k-iteration recipe."
         ),
     ),
     replace(
@@ -265,22 +265,22 @@ _POINT_REND = (
 )
 
 # ------------------------------------------------------------------------------------------------------------
-# HTC presets (spec §5): RPN smooth-L1 β=1/9 and 2000 train proposals; box losses CE + smooth-L1 β=1; test score
-# threshold 0.001. Three semantic variants per row (§5.4).
+# HTC presets (docs/models.md §5): RPN smooth-L1 β=1/9 and 2000 train proposals; box losses CE + smooth-L1 β=1;
+# test score threshold 0.001. Three semantic variants per row (docs/models.md §5.4).
 # ------------------------------------------------------------------------------------------------------------
 _HTC_RPN = RPNConfig(post_nms_top_n_train=2000, loss_bbox="smooth_l1", smooth_l1_beta=1.0 / 9.0)
 _HTC_ROI = BoxHeadConfig(loss_bbox="smooth_l1", smooth_l1_beta=1.0, score_thresh=0.001)
 _HTC_NOTE = (
-    "mmdet configs/htc (spec §5). Deviation: mmdet's HTC RPN uses allowed_border=0 (anchors crossing the image "
-    "border ignored in the RPN loss); our RPN ignores only batch-padding anchors (allowed_border=-1)."
+    "mmdet configs/htc (docs/models.md §5). Deviation: mmdet's HTC RPN uses allowed_border=0 (anchors crossing the "
+    "image border ignored in the RPN loss); our RPN ignores only batch-padding anchors (allowed_border=-1)."
 )
 _HTC_VARIANTS = {
     "stuff": ("htc", "semantic branch on COCO-stuff stuffthingmaps (183 classes): set HTCConfig.stuff_root or "
                      "$RMBENCH_COCO_STUFF to train."),
     "none": ("htc_without_semantic", "mmdet htc_without_semantic_r50_fpn_1x_coco: no semantic head, no fusion "
-                                     "(spec §5.4 option 1); not the paper's HTC."),
+                                     "(docs/models.md §5.4 option 1); not the paper's HTC."),
     "things": ("htc_thing_semantic", "semantic branch trained on labels painted from the instance masks "
-                                     "(81 classes, spec §5.4 option 2): HTC's compute, not the paper's HTC."),
+                                     "(81 classes, docs/models.md §5.4 option 2): HTC's compute, not the paper's HTC."),
 }
 _HTC_ROWS = (
     # (suffix, backbone, schedule, scales, mode, paper_ref, extra note)

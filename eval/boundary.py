@@ -9,14 +9,14 @@ Contents and sources
 --------------------
 - :func:`distance_boundary_region` -- RefineMask Sec. 3.3, Eq. 1: pixels whose Euclidean distance to
   the mask contour is at most ``d`` (two-sided), with the exact conventions of
-  ``shared/golden/README.md`` §5 ("primary").
+  ``data/golden/README.md`` §5 ("primary").
 - :func:`conv_boundary_region` -- RefineMask appendix A.1: the convolutional approximation
   (``generate_block_target`` in zhanggang001/RefineMask), computed exactly by window counting.
 - :func:`region_iou` -- IoU of two binary regions (Table 12 metric).
 - :func:`seg2bmap`, :func:`f_measure` -- DAVIS boundary map and boundary F
-  (davisvideochallenge/davis2017-evaluation ``davis2017/metrics.py``; eval-spec §6.1).
+  (davisvideochallenge/davis2017-evaluation ``davis2017/metrics.py``; docs/evaluation.md §6.1).
 - :func:`mask_to_boundary` -- Boundary IoU's inner band (bowenc0221/boundary-iou-api
-  ``boundary_iou/utils/boundary_utils.py``; eval-spec §9).
+  ``boundary_iou/utils/boundary_utils.py``; docs/evaluation.md §9).
 """
 
 from __future__ import annotations
@@ -81,7 +81,7 @@ def distance_boundary_region(
     Euclidean distance between pixel centres to the nearest background pixel and, for a background
     pixel, to the nearest foreground pixel (two-sided band). Computed with
     ``scipy.ndimage.distance_transform_edt`` of the mask (foreground pass) and of its complement
-    (background pass), exactly as ``shared/golden/README.md`` §5 "primary" defines it.
+    (background pass), exactly as ``data/golden/README.md`` §5 "primary" defines it.
 
     Parameters
     ----------
@@ -214,7 +214,7 @@ def conv_boundary_region(
 def region_iou(a: np.ndarray, b: np.ndarray) -> float:
     """IoU |A ∩ B| / |A ∪ B| of two binary regions of the same shape (H, W).
 
-    Returns 1.0 if both regions are empty (convention of ``shared/golden/README.md`` §5, Table 12).
+    Returns 1.0 if both regions are empty (convention of ``data/golden/README.md`` §5, Table 12).
 
     Raises
     ------
@@ -258,7 +258,7 @@ def seg2bmap(mask: np.ndarray) -> np.ndarray:
         If ``mask`` is not 2-D.
 
     Source: davisvideochallenge/davis2017-evaluation ``davis2017/metrics.py::_seg2bmap`` (commit
-    ac7c43f), eval-spec §6.1 step 1.
+    ac7c43f), docs/evaluation.md §6.1 step 1.
     """
     seg = _as_binary_2d(mask)
     b = np.zeros(seg.shape, dtype=bool)
@@ -422,7 +422,7 @@ def f_measure(pred: np.ndarray, gt: np.ndarray, bound_th: float = 0.008) -> tupl
         If an input is not 2-D, the shapes differ, or ``bound_th`` is not positive.
 
     Source: davisvideochallenge/davis2017-evaluation ``davis2017/metrics.py::f_measure`` (commit
-    ac7c43f); eval-spec §6.1. Computed on the union bounding box of both masks (+1 px), which is
+    ac7c43f); docs/evaluation.md §6.1. Computed on the union bounding box of both masks (+1 px), which is
     provably identical to the full-array computation.
     """
     res, _, _ = f_measure_multi(pred, gt, (bound_th,))
@@ -459,7 +459,7 @@ def mask_to_boundary(mask: np.ndarray, dilation_ratio: float = 0.02) -> np.ndarr
         If ``mask`` is not 2-D or ``dilation_ratio`` is negative / not finite.
 
     Source: bowenc0221/boundary-iou-api ``boundary_iou/utils/boundary_utils.py::mask_to_boundary``
-    (commit 37d2558); eval-spec §9. Boundary AP itself is computed elsewhere (faster-coco-eval).
+    (commit 37d2558); docs/evaluation.md §9. Boundary AP itself is computed elsewhere (faster-coco-eval).
     """
     m = _as_binary_2d(mask).astype(np.uint8)
     if not np.isfinite(dilation_ratio) or dilation_ratio < 0:

@@ -3,13 +3,13 @@
 The paper (Fig. 1 caption, Sec. 3.3 Eq. 1) defines the boundary region as the pixels whose Euclidean
 distance to the mask contour is at most d_hat and reports the accuracy of predicted masks inside and
 outside that region over COCO. No code was published; this module is our precise reading
-(eval-spec §7), labelled as such:
+(docs/evaluation.md §7), labelled as such:
 
 - **Instances**: every non-crowd GT with a positive prediction, chosen exactly as for F_npx
-  (:func:`eval.boundary_f.match_positive_predictions`: same image and class, score >= 0.05, max mask
+  (:func:`eval.matching.match`: same image and class, score >= 0.05, max mask
   IoU >= 0.5, first on ties, no one-to-one matching).
 - **Window** W: the crop window of RefineMask's boundary-F tool
-  (:func:`eval.boundary_f.refinemask_window`: the int GT box enlarged by half its size on each side,
+  (:func:`eval.matching.refinemask_window`: the int GT box enlarged by half its size on each side,
   clipped to the image). Unlike the F tool, windows with a single row/column are *not* skipped
   (accuracy is well defined there); empty windows are skipped.
 - **Band** B: :func:`eval.boundary.distance_boundary_region` of the **full-image** GT mask (two-sided,
@@ -23,7 +23,7 @@ outside that region over COCO. No code was published; this module is our precise
   headline values); ``boundary_macro`` / ``non_boundary_macro`` are means over instances (instances
   whose region is empty are left out of that mean).
 
-Pitfall (eval-spec §7): an all-background prediction still scores about the background share of the
+Pitfall (docs/evaluation.md §7): an all-background prediction still scores about the background share of the
 two-sided band (~0.5); show these numbers next to a boundary F / Boundary AP.
 """
 
@@ -38,9 +38,9 @@ from typing import Any
 import cv2
 import numpy as np
 
-from eval.boundary_f import _gt_bbox, _iter_by_image, _match, refinemask_window
 from eval.errors import UsageError
 from eval.masks import rle_to_mask
+from eval.matching import Matches, gt_bbox, match, refinemask_window
 
 __all__ = ["boundary_accuracy", "boundary_accuracy_multi", "pair_accuracy", "window_band"]
 
@@ -133,7 +133,7 @@ def pair_accuracy(
     d : float, default 2.0
         Band half-width in pixels.
     bbox : [x, y, w, h] or None
-        GT box (pixels) defining the RefineMask window (:func:`eval.boundary_f.refinemask_window`);
+        GT box (pixels) defining the RefineMask window (:func:`eval.matching.refinemask_window`);
         None = the whole image.
 
     Returns
@@ -176,8 +176,12 @@ def boundary_accuracy_multi(
     ds: Iterable[float] = (1.0, 2.0, 3.0, 5.0),
     score_thr: float = 0.05,
     iou_thr: float = 0.5,
+    matches: Matches | None = None,
 ) -> dict[float, dict]:
     """:func:`boundary_accuracy` for several d_hat values with one matching / decoding pass.
+
+    ``matches``: the result of ``eval.matching.match(gt, results, score_thr, iou_thr)`` when the caller already has
+    it (shared with boundary F by the evaluator).
 
     Returns
     -------
@@ -187,22 +191,22 @@ def boundary_accuracy_multi(
     d_list = [float(d) for d in ds]
     if not d_list or any(not np.isfinite(d) or d < 0 for d in d_list):
         raise UsageError(f"ds must be a non-empty sequence of finite numbers >= 0, got {ds!r}")
-    matches, _skipped, gt_rles, pred_rles, sizes, anns = _match(gt, results, score_thr, iou_thr)
-    ann_by_id = {a["id"]: a for a in anns}
+    mt = matches if matches is not None else match(gt, results, score_thr, iou_thr)
+    matches, gt_rles, pred_rles, sizes, anns = mt.pairs, mt.gt_rles, mt.pred_rles, mt.image_sizes, mt.annotations
     # counts[k, j] = (n_band, correct_band, n_non, correct_non) for match k and d_list[j]
     counts = np.zeros((len(matches), len(d_list), 4), dtype=np.int64)
     valid = np.zeros(len(matches), dtype=bool)
-    for img_id, ks in _iter_by_image(matches).items():
+    for img_id, ks in mt.by_image().items():
         h, w = sizes[img_id]
         pred_cache: dict[int, np.ndarray] = {}
         for k in ks:
-            mt = matches[k]
-            g_rle = gt_rles[mt["gt_id"]]
-            rs, cs = refinemask_window(_gt_bbox(ann_by_id[mt["gt_id"]], g_rle), h, w)
+            pair = matches[k]
+            g_rle = gt_rles[pair["gt_id"]]
+            rs, cs = refinemask_window(gt_bbox(mt.annotation(pair["gt_id"]), g_rle), h, w)
             if rs.stop <= rs.start or cs.stop <= cs.start:
                 continue
             g_mask = rle_to_mask(g_rle)
-            pi = mt["pred_index"]
+            pi = pair["pred_index"]
             p_mask = pred_cache.get(pi)
             if p_mask is None:
                 p_mask = rle_to_mask(pred_rles[pi])
@@ -256,6 +260,7 @@ def boundary_accuracy(
     results: list[dict],
     d: float = 2.0,
     score_thr: float = 0.05,
+    matches: Matches | None = None,
 ) -> dict[str, Any]:
     """Boundary / non-boundary accuracy (RefineMask Fig. 1) over all matched GT instances.
 
@@ -284,6 +289,6 @@ def boundary_accuracy(
     ValueError
         For a negative / non-finite ``d`` or malformed inputs.
 
-    Source: RefineMask Fig. 1 and Sec. 3.3 Eq. 1; eval-spec §7 (window and d_hat: module docstring).
+    Source: RefineMask Fig. 1 and Sec. 3.3 Eq. 1; docs/evaluation.md §7 (window and d_hat: module docstring).
     """
-    return boundary_accuracy_multi(gt, results, ds=(d,), score_thr=score_thr)[float(d)]
+    return boundary_accuracy_multi(gt, results, ds=(d,), score_thr=score_thr, matches=matches)[float(d)]

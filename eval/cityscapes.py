@@ -1,18 +1,18 @@
 """Cityscapes instance segmentation: GT conversion, the official AP, and the COCO-style AP RefineMask reports.
 
-Three entry points (eval-spec §5, cross-check §13 D):
+Three entry points (docs/evaluation.md §5, cross-check §13 D):
 
 * :func:`instance_ids_to_coco` turns a ``gtFine/<split>/<city>/*_gtFine_instanceIds.png`` tree into the
-  "Cityscapes-as-COCO" json that mmdetection / RefineMask train and evaluate on (eval-spec §5.2).
+  "Cityscapes-as-COCO" json that mmdetection / RefineMask train and evaluate on (docs/evaluation.md §5.2).
 * :func:`cityscapes_official_ap` runs the **official** cityscapesscripts 2.3.0
-  ``evalInstanceLevelSemanticLabeling.evaluateImgLists`` on COCO-format results (eval-spec §5.1):
+  ``evalInstanceLevelSemanticLabeling.evaluateImgLists`` on COCO-format results (docs/evaluation.md §5.1):
   raw step-integrated AP over IoU thresholds 0.50:0.05:0.95 with strict ``>``, 100-px minimum GT size,
   void / group-region ignore fraction.
 * :func:`cityscapes_coco_style_ap` is the number in RefineMask's Cityscapes table: pycocotools
   ``COCOeval(iouType='segm')`` (101-point interpolated AP, linspace IoUs, crowd via ``iscrowd``) on the
   converted json.
 
-The two APs are different metrics (eval-spec §11 item 10) and must be reported separately and labelled.
+The two APs are different metrics (docs/evaluation.md §11 item 10) and must be reported separately and labelled.
 
 cityscapesscripts 2.3.0 does not run unmodified with NumPy 2.4. :func:`cityscapes_official_ap` applies small
 shims to the library module's namespace for the duration of one call only (never to ``numpy`` itself, never a
@@ -22,7 +22,6 @@ copy of the library's code); see :func:`_cityscapes_shims`.
 from __future__ import annotations
 
 import contextlib
-import copy
 import glob
 import io
 import json
@@ -97,7 +96,7 @@ def instance_ids_to_coco(
 ) -> dict:
     """Convert a Cityscapes ``gtFine/<split>/<city>/*_gtFine_instanceIds.png`` tree to Cityscapes-as-COCO json.
 
-    Follows mmdetection's / RefineMask's ``tools/convert_datasets/cityscapes.py`` (eval-spec §5.2): for every
+    Follows mmdetection's / RefineMask's ``tools/convert_datasets/cityscapes.py`` (docs/evaluation.md §5.2): for every
     instance id ≥ 24 in an instanceIds image, the label id is ``id // 1000`` (``id ≥ 1000``: one object) or
     ``id`` itself (``id < 1000``: a group region such as "a crowd of cars"); ids whose label is not one of the
     8 evaluated classes (e.g. caravan 29, trailer 30: ``ignoreInEval``) are skipped. Each kept id becomes one
@@ -108,7 +107,7 @@ def instance_ids_to_coco(
     Deliberate differences from mmdet's converter, none of which changes any metric:
     category ids are 1..8 (person, rider, car, truck, bus, train, motorcycle, bicycle; mmdet writes the label
     ids 24..33 — mmdet maps categories by name, so both work); image and annotation ids start at 1 (mmdet
-    starts at 0, and a GT annotation id 0 is miscounted by pycocotools, eval-spec §1 "Ids"); images are
+    starts at 0, and a GT annotation id 0 is miscounted by pycocotools, docs/evaluation.md §1 "Ids"); images are
     listed in sorted (city, file) order (mmdet uses glob order); images without instances are kept.
 
     Parameters
@@ -368,7 +367,7 @@ def cityscapes_official_ap(
     json and ``matches.json`` all inside the temporary folder, which is removed afterwards). NumPy-2.4
     shims are applied to the library module only for this call (see :func:`_cityscapes_shims`).
 
-    The metric (eval-spec §5.1): per class and overlap θ, a GT instance (id ≥ 1000, ≥ 100 px) is matched by
+    The metric (docs/evaluation.md §5.1): per class and overlap θ, a GT instance (id ≥ 1000, ≥ 100 px) is matched by
     the highest-scoring prediction with IoU **>** θ, other such predictions are false positives; unmatched
     predictions are false positives unless more than θ of their pixels lie on void labels, group regions or
     GT instances < 100 px; AP integrates the raw precision/recall steps. A class with GT but no predictions
@@ -512,13 +511,22 @@ def cityscapes_official_ap(
 # ---------------------------------------------------------------------------------------------------------
 
 
+def _has_gt(dataset: dict, key: str) -> bool:
+    """Whether the area slice of summary ``key`` (AP*, APs/APm/APl) holds a non-crowd GT (COCO inclusive ranges)."""
+    lo, hi = {"APs": (0, 32 ** 2), "APm": (32 ** 2, 96 ** 2), "APl": (96 ** 2, 1e10)}.get(key, (0, 1e10))
+    if key.startswith("AR") and key[-3:] in ("s100", "m100", "l100"):
+        lo, hi = {"s": (0, 32 ** 2), "m": (32 ** 2, 96 ** 2), "l": (96 ** 2, 1e10)}[key[-4]]
+    return any(not a.get("iscrowd", 0) and lo <= a["area"] <= hi for a in dataset["annotations"])
+
+
 def cityscapes_coco_style_ap(gt: dict, results: list[dict]) -> dict:
     """COCO-style mask AP on Cityscapes-as-COCO json: the AP / AP_S / AP_M / AP_L of RefineMask's table.
 
-    pycocotools ``COCOeval(cocoGt, cocoDt, iouType='segm')`` → ``evaluate``, ``accumulate``, ``summarize``
-    with the default parameters (IoU thresholds ``linspace(.5, .95, 10)``, 101 recall points, maxDets 100,
-    crowd GT via ``iscrowd``; eval-spec §2, §5.2). Results are passed **without** ``bbox`` so detection
-    areas come from the masks (eval-spec §11 item 1), and with ``linspace`` thresholds AP75 is defined (mmdet's
+    :func:`eval.coco.coco_mask_ap` (pycocotools ``COCOeval(iouType='segm')``) with the default parameters
+    (IoU thresholds ``linspace(.5, .95, 10)``, 101 recall points, maxDets 100, crowd GT via ``iscrowd``;
+    docs/evaluation.md §2, §5.2). Undefined values are ``None`` here (JSON null), where ``coco_mask_ap`` gives NaN.
+    Results are passed **without** ``bbox`` so detection
+    areas come from the masks (docs/evaluation.md §11 item 1), and with ``linspace`` thresholds AP75 is defined (mmdet's
     ``CityscapesDataset`` uses ``arange`` and prints −1 for it). Neither ``gt`` nor ``results`` is modified.
 
     Parameters
@@ -542,48 +550,26 @@ def cityscapes_coco_style_ap(gt: dict, results: list[dict]) -> dict:
         A result's ``image_id`` / ``category_id`` is not in ``gt``, its score is not finite, or its mask size
         differs from the image.
     """
-    from pycocotools.coco import COCO
-    from pycocotools.cocoeval import COCOeval
+    from .coco import coco_mask_ap
 
     checked = _check_results(gt, results)
-    dataset = copy.deepcopy({k: gt[k] for k in ("images", "categories") if k in gt})
-    dataset["annotations"] = copy.deepcopy(gt.get("annotations", []))
-    stdout = io.StringIO()
-    with contextlib.redirect_stdout(stdout):
-        coco_gt = COCO()
-        coco_gt.dataset = dataset
-        coco_gt.createIndex()
-        if checked:
-            coco_dt = coco_gt.loadRes(checked)
-        else:  # loadRes raises IndexError on an empty list; an empty result set scores 0 where GT exists
-            coco_dt = COCO()
-            coco_dt.dataset = {"images": list(dataset["images"]), "categories": copy.deepcopy(dataset["categories"]),
-                               "annotations": []}
-            coco_dt.createIndex()
-        ev = COCOeval(coco_gt, coco_dt, iouType="segm")
-        ev.evaluate()
-        ev.accumulate()
-        ev.summarize()
-    logger.debug("pycocotools output:\n%s", stdout.getvalue())
+    dataset = {k: gt[k] for k in ("images", "categories") if k in gt}
+    dataset["annotations"] = gt.get("annotations", [])
+    if checked:
+        r = coco_mask_ap(dataset, checked)
+    else:  # an empty result set scores 0 where GT exists, and stays undefined where there is none
+        r = coco_mask_ap(dataset, [])
+        r = {"summary": {k: (0.0 if _has_gt(dataset, k) else float("nan")) for k in r["summary"]},
+             "per_category": {c: (0.0 if any(a["category_id"] == c for a in dataset["annotations"]) else float("nan"))
+                              for c in r["per_category"]}}
 
-    def frac(v: float) -> float | None:
-        return None if v < 0 else float(v)
+    def frac(v: float) -> float | None:  # this module's convention: undefined = None (JSON null)
+        return None if math.isnan(v) else float(v)
 
     names = {c["id"]: c["name"] for c in dataset["categories"]}
-    precision = ev.eval["precision"]  # [T, R, K, A, M]
-    per_class = {}
-    for k, cat_id in enumerate(ev.params.catIds):
-        p = precision[:, :, k, 0, -1]
-        p = p[p > -1]
-        per_class[names[cat_id]] = float(p.mean()) if p.size else None
-    stats = ev.stats
-    out = {
-        "AP": frac(stats[0]), "AP50": frac(stats[1]), "AP75": frac(stats[2]),
-        "APs": frac(stats[3]), "APm": frac(stats[4]), "APl": frac(stats[5]),
-        "per_class": per_class,
-        "num_results": len(checked),
-        "no_detections": not checked,
-    }
+    out = {k: frac(r["summary"][k]) for k in ("AP", "AP50", "AP75", "APs", "APm", "APl")}
+    out.update({"per_class": {names[c]: frac(v) for c, v in r["per_category"].items()},
+                "num_results": len(checked), "no_detections": not checked})
     if not checked:
         logger.warning("cityscapes_coco_style_ap: no detections; every defined AP is 0.0")
     return out

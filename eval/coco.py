@@ -1,7 +1,7 @@
 """COCO mask AP (pycocotools) and Boundary AP (faster-coco-eval's boundary-iou-api port).
 
 Both run the reference implementations themselves on the validated inputs of :mod:`eval.io`; nothing here
-re-implements matching or interpolation, so the numbers are the references' numbers (eval-spec §2, §9).
+re-implements matching or interpolation, so the numbers are the references' numbers (docs/evaluation.md §2, §9).
 Values are fractions in [0, 1]; a slice that the reference marks undefined (-1: no GT in it) is NaN here
 and ``null`` in metrics.json.
 """
@@ -17,7 +17,7 @@ import numpy as np
 
 log = logging.getLogger(__name__)
 
-#: summary keys in COCOeval.stats order (eval-spec §2.2, golden README §2)
+#: summary keys in COCOeval.stats order (docs/evaluation.md §2.2, data/golden/README.md §2)
 COCO_STATS = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs100", "ARm100", "ARl100")
 #: the keys metrics.json keeps for the ``coco`` and ``boundary_ap`` groups
 AP_KEYS = COCO_STATS[:6]
@@ -70,7 +70,7 @@ def coco_mask_ap(gt: dict, results: list[dict]) -> dict:
         (pycocotools itself would raise).
 
     Source: pycocotools 2.0.11 ``cocoeval.py`` (IoU 0.50:0.05:0.95, 101 recall points, maxDets 1/10/100,
-    inclusive area ranges 32² / 96²); eval-spec §2.
+    inclusive area ranges 32² / 96²); docs/evaluation.md §2.
     """
     from pycocotools.cocoeval import COCOeval
 
@@ -103,7 +103,7 @@ def boundary_ap(gt: dict, results: list[dict], dilation_ratio: float = 0.02) -> 
         Same shape as :func:`coco_mask_ap`.
 
     Source: bowenc0221/boundary-iou-api ``coco_instance_api``; faster-coco-eval 1.8.0 reproduces it to 1e-16
-    (golden README §4, eval-spec §9).
+    (data/golden/README.md §4, docs/evaluation.md §9).
     """
     from faster_coco_eval import COCO as FCOCO
     from faster_coco_eval import COCOeval_faster

@@ -132,6 +132,7 @@ class InstanceSegEvaluator:
         self._coco_results: list[dict] = []
         self._lvis_results: list[dict] = []
         self._n = 0
+        self._matches = None
 
     def process(self, results: list[dict], source=None, lvis_results: list[dict] | None = None) -> None:
         """Validate and store a batch of COCO-format detections.
@@ -156,6 +157,7 @@ class InstanceSegEvaluator:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", eio.EmptyResultsWarning)
             if uses_gt and coco_part:
+                self._matches = None
                 self._coco_results += eio.validate_results(coco_part, self.gt, source, gt_path=self.gt_path,
                                                            keep_bbox=self.params.keep_bbox)
             if uses_lvis and lvis_part:
@@ -204,47 +206,80 @@ class InstanceSegEvaluator:
         return out
 
     def _evaluate_groups(self, out: EvalOutput) -> None:
-        p = self.params
+        self._matches = None
         for g in self.metrics:
             log.info("evaluating %s", g)
-            if g == "coco":
-                r = coco_mask_ap(self.gt, self._coco_results)
-                out.metrics[g] = {k: r["summary"][k] for k in AP_KEYS}
-                out.details[g] = r
-            elif g == "boundary_ap":
-                r = boundary_ap(self.gt, self._coco_results, dilation_ratio=p.boundary_dilation_ratio)
-                out.metrics[g] = {k: r["summary"][k] for k in AP_KEYS}
-                out.details[g] = r
-            elif g in ("ap_star", "lvis"):
-                r = lvis_ap(self.lvis_gt, self._lvis_results, max_dets=p.lvis_max_dets)
-                out.metrics[g] = {k: r["summary"][k] for k in LVIS_AP_KEYS}
-                out.details[g] = r
-            elif g == "boundary_f":
-                from .boundary_f import boundary_f
-
-                r = boundary_f(self.gt, self._coco_results, tolerances=p.boundary_f_tolerances,
-                               window=p.boundary_f_window, score_thr=p.score_thr)
-                rows = r.pop("per_instance")
-                keys = [f"F{n}px" for n in p.boundary_f_tolerances] + ["num_matched", "num_gt"]
-                out.metrics[g] = {k: r[k] for k in keys}
-                out.details[g] = r
-                _merge_rows(out.per_instance, [{k: v for k, v in row.items() if not k.startswith(("P_", "R_"))}
-                                               for row in rows])
-            elif g == "boundary_acc":
-                from .boundary_acc import boundary_accuracy
-
-                r = boundary_accuracy(self.gt, self._coco_results, d=p.boundary_acc_d, score_thr=p.score_thr)
-                rows = r.pop("per_instance", [])
-                out.metrics[g] = {"boundary": r["boundary"], "non_boundary": r["non_boundary"]}
-                out.details[g] = r
+            metrics, details, rows = GROUP_FUNCS[g](self)
+            out.metrics[g] = metrics
+            out.details[g] = details
+            if rows:
                 _merge_rows(out.per_instance, rows)
-            elif g == "cityscapes":
-                from .cityscapes import cityscapes_official_ap
 
-                r = cityscapes_official_ap(self.cityscapes_gt_dir, self.gt, self._coco_results,
-                                           split=self.cityscapes_split)
-                out.metrics[g] = {"AP": r["AP"], "AP50": r["AP50"]}
-                out.details[g] = r
+    def matches(self):
+        """The positive prediction of every non-crowd GT (:func:`eval.matching.match`), computed once per
+        :meth:`evaluate` and shared by boundary F and boundary accuracy."""
+        if self._matches is None:
+            from .matching import match
+
+            self._matches = match(self.gt, self._coco_results, score_thr=self.params.score_thr)
+        return self._matches
+
+
+# -- the metric groups: name -> function(evaluator) -> (metrics, details, per-instance rows) ---------------------
+def _coco(ev: InstanceSegEvaluator):
+    r = coco_mask_ap(ev.gt, ev._coco_results)
+    return {k: r["summary"][k] for k in AP_KEYS}, r, []
+
+
+def _boundary_ap(ev: InstanceSegEvaluator):
+    r = boundary_ap(ev.gt, ev._coco_results, dilation_ratio=ev.params.boundary_dilation_ratio)
+    return {k: r["summary"][k] for k in AP_KEYS}, r, []
+
+
+def _lvis(ev: InstanceSegEvaluator):
+    r = lvis_ap(ev.lvis_gt, ev._lvis_results, max_dets=ev.params.lvis_max_dets)
+    return {k: r["summary"][k] for k in LVIS_AP_KEYS}, r, []
+
+
+def _boundary_f(ev: InstanceSegEvaluator):
+    from .boundary_f import boundary_f
+
+    p = ev.params
+    r = boundary_f(ev.gt, ev._coco_results, tolerances=p.boundary_f_tolerances, window=p.boundary_f_window,
+                   score_thr=p.score_thr, matches=ev.matches())
+    rows = r.pop("per_instance")
+    keys = [f"F{n}px" for n in p.boundary_f_tolerances] + ["num_matched", "num_gt"]
+    return ({k: r[k] for k in keys}, r,
+            [{k: v for k, v in row.items() if not k.startswith(("P_", "R_"))} for row in rows])
+
+
+def _boundary_acc(ev: InstanceSegEvaluator):
+    from .boundary_acc import boundary_accuracy
+
+    r = boundary_accuracy(ev.gt, ev._coco_results, d=ev.params.boundary_acc_d, score_thr=ev.params.score_thr,
+                          matches=ev.matches())
+    rows = r.pop("per_instance", [])
+    return {"boundary": r["boundary"], "non_boundary": r["non_boundary"]}, r, rows
+
+
+def _cityscapes(ev: InstanceSegEvaluator):
+    from .cityscapes import cityscapes_official_ap
+
+    r = cityscapes_official_ap(ev.cityscapes_gt_dir, ev.gt, ev._coco_results, split=ev.cityscapes_split)
+    return {"AP": r["AP"], "AP50": r["AP50"]}, r, []
+
+
+#: metric group -> how it is computed (the order of :data:`GROUPS` is the order of evaluation)
+GROUP_FUNCS = {
+    "coco": _coco,
+    "ap_star": _lvis,
+    "lvis": _lvis,
+    "boundary_f": _boundary_f,
+    "boundary_acc": _boundary_acc,
+    "boundary_ap": _boundary_ap,
+    "cityscapes": _cityscapes,
+}
+assert tuple(GROUP_FUNCS) == GROUPS
 
 
 def _merge_rows(rows: list[dict], new: list[dict]) -> None:

@@ -5,7 +5,7 @@ an LVIS-format ground truth (the cocofied LVIS v0.5 file for AP*, or a raw LVIS 
 json (a list of ``{image_id, category_id, score, segmentation}`` with RLE or polygon masks).
 
 Every problem is reported as an :class:`EvalInputError` that names the file, the record and the fix, before
-any output is written. pycocotools and lvis-api silently mis-score several of these cases (eval-spec §1, §11:
+any output is written. pycocotools and lvis-api silently mis-score several of these cases (docs/evaluation.md §1, §11:
 an RLE of the wrong size never matches, annotation id 0 reads as "unmatched"), which is why we refuse them.
 """
 
@@ -216,7 +216,7 @@ def validate_results(results: Any, gt: dict, path: str | os.PathLike | None = No
 
     The copy has every ``segmentation`` as compressed RLE with ``str`` counts at full image size (polygons are
     rasterised with pycocotools), and no ``bbox`` key unless ``keep_bbox`` (detection area then comes from the
-    mask, as in detectron2 and mmdet 3.x; eval-spec §11 item 1).
+    mask, as in detectron2 and mmdet 3.x; docs/evaluation.md §11 item 1).
 
     Args:
         results: the parsed results json.

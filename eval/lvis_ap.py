@@ -2,8 +2,8 @@
 
 AP* is what RefineMask, PointRend and detectron2 report next to COCO AP: a COCO-trained model's COCO-format
 results scored with LVISEval against LVIS v0.5 val reduced to the 80 COCO classes ("cocofied") — LVIS masks
-are more accurate than COCO's, so AP* rewards boundary quality (paper Sec. 4.1; eval-spec §3). LVIS AP is the
-same evaluator on an LVIS-trained model's results against a raw LVIS file (eval-spec §4).
+are more accurate than COCO's, so AP* rewards boundary quality (paper Sec. 4.1; docs/evaluation.md §3). LVIS AP is the
+same evaluator on an LVIS-trained model's results against a raw LVIS file (docs/evaluation.md §4).
 
 lvis 0.5.3 (the PyPI release) still calls ``np.float``, removed in NumPy 1.24: :func:`lvis_numpy_shim`
 restores the alias only while lvis-api runs (we shim, we do not fork).
@@ -69,7 +69,7 @@ def lvis_ap(lvis_gt: dict, results: list[dict], max_dets: int = 300) -> dict:
         "per_category": {category_id: AP}}`` as fractions; NaN where lvis-api says -1 (e.g. APr when no
         category is rare). An empty results list gives zeros (lvis-api would raise on ``result_anns[0]``).
 
-    Source: lvis-api 0.5.3 ``lvis/eval.py``, ``lvis/results.py``; eval-spec §3, §4.
+    Source: lvis-api 0.5.3 ``lvis/eval.py``, ``lvis/results.py``; docs/evaluation.md §3, §4.
     """
     from lvis import LVISEval, LVISResults
 

@@ -3,7 +3,7 @@
 RefineMask appendix A.1 / Table 12 reports the mean IoU between the Eq. 1 boundary region and its
 convolutional approximation at the mask-head output sizes (28x28: 0.76, 56x56: 0.75, 112x112: 0.80)
 without stating d, the masks, or the border rule. This module reproduces the study exactly as
-``shared/golden/README.md`` §5 defines it:
+``data/golden/README.md`` §5 defines it:
 
 - masks: the non-crowd GT annotations sorted by id; ``numpy.random.default_rng(seed).choice(n,
   num_masks, replace=False)`` (then sorted) picks ``num_masks`` of them (n = 619 on coco_mini);
@@ -104,7 +104,7 @@ def select_table12_masks(
     num_masks: int = 200,
     seed: int = 2021,
 ) -> list[dict]:
-    """Pick and resize the Table 12 masks (golden README §5).
+    """Pick and resize the Table 12 masks (data/golden/README.md §5).
 
     Parameters
     ----------
@@ -233,7 +233,7 @@ def table12_study(
     variant: str = "primary",
     paper: dict[int, float] | None = None,
 ) -> dict:
-    """RefineMask Table 12 on a COCO-format GT file (golden README §5).
+    """RefineMask Table 12 on a COCO-format GT file (data/golden/README.md §5).
 
     Parameters
     ----------

@@ -88,7 +88,7 @@ class Schedule:
     dataset_repeat: int = 1
 
     def lr_for_batch(self, batch_size: int) -> float:
-        """Linear scaling rule: ``base_lr · batch_size / self.batch_size`` (spec §8)."""
+        """Linear scaling rule: ``base_lr · batch_size / self.batch_size`` (docs/models.md §8)."""
         return self.base_lr * batch_size / self.batch_size
 
     @property
@@ -160,7 +160,7 @@ class RefineMaskConfig(MaskHeadConfig):
     """Hyper-parameters of the RefineMask mask branch (official ``RefineMaskHead`` + ``RefineCrossEntropyLoss``).
 
     Attributes:
-        head: ``"original"`` (paper, §2.2–2.7) or ``"simple"`` (faster and better, §2.8).
+        head: ``"original"`` (paper; docs/models.md §2.2–2.7) or ``"simple"`` (faster and better, §2.8).
         num_instance_convs / num_semantic_convs: 2 / 4 (3×3, 256 channels, ReLU).
         channels: width of the instance path at 14×14 (256; halved by every SFM).
         roi_size: RoIAlign output for the instance features (14).

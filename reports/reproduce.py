@@ -238,8 +238,8 @@ def plan_table(n: int, data_root: str | os.PathLike, work_dir: str | os.PathLike
     notes = []
     if "fps" in metrics:
         notes.append("the fps column is not produced by this plan: time each model with the fps protocol (batch 1, "
-                     "5 warm-up images; eval-spec §10) and add {\"speed\": {\"fps\": images per second}} to its "
-                     "metrics.json")
+                     "5 warm-up images; docs/evaluation.md §10) and add {\"speed\": {\"fps\": images per second}} "
+                     "to its metrics.json")
     if "AP_dev" in metrics:
         notes.append("AP_dev is COCO test-dev, scored by the evaluation server only: add {\"test_dev\": {\"AP\": "
                      "fraction}} to the run's metrics.json")

@@ -12,8 +12,7 @@ from pathlib import Path
 import pytest
 
 from refinemask.cli import main
-
-from .conftest import COCO_VAL_GT, LVIS_COCOFIED, LVIS_RAW
+from tests.helpers import COCO_VAL_GT, LVIS_COCOFIED, LVIS_RAW
 
 
 def _write(tmp: Path, name: str, obj) -> Path:

@@ -1,4 +1,4 @@
-"""``rmbench bench`` timer harness (eval-spec §13 J) and one tiny real CPU run (no speed assertions)."""
+"""``rmbench bench`` timer harness (docs/evaluation.md §13 J) and one tiny real CPU run (no speed assertions)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from refinemask.cli import bench as bench_cli
+from refinemask.cli import main as rmbench_main
 from refinemask.engine import timing as bench
 
 
@@ -58,7 +58,7 @@ def test_sleeping_model_fps_within_a_few_percent_and_prepare_outside_timer():
     times = bench.time_loop(fn, prepare, n_timed=10, warmup=1)
     fps = bench.summarize(times)["fps"]
     assert fps == pytest.approx(1 / sleep_s, rel=0.05)
-    # the harness adds (almost) nothing to what the model itself spent: within 2 % (eval-spec §13 J)
+    # the harness adds (almost) nothing to what the model itself spent: within 2 % (docs/evaluation.md §13 J)
     assert fps == pytest.approx(len(inside[1:]) / sum(inside[1:]), rel=0.02)
     assert max(times) < 0.5  # the warm-up call is excluded
 
@@ -132,7 +132,8 @@ def test_real_tiny_cpu_run_json(capsys, tmp_path):
     """2 bundled images at a reduced scale, random weights, fixed 10 detections, torchvision's Mask R-CNN in the
     same run: checks the JSON, not speed."""
     out = tmp_path / "bench.json"
-    rc = bench_cli.main(["--preset", "mask_rcnn_r50_fpn_1x_coco", "--device", "cpu", "--images", "2", "--warmup", "1",
+    rc = rmbench_main(["bench", "--preset", "mask_rcnn_r50_fpn_1x_coco", "--device", "cpu", "--images", "2",
+                       "--warmup", "1",
                      "--fixed-dets", "10", "--scale", "320,192", "--compare",
                      "torchvision,refinemask_r50_fpn_1x_coco", "--json", "--flops",
                      "--out", str(out)])
@@ -157,7 +158,8 @@ def test_real_tiny_cpu_run_json(capsys, tmp_path):
 
 
 def test_real_tiny_interleaved_run(capsys):
-    rc = bench_cli.main(["--preset", "mask_rcnn_r50_fpn_1x_coco", "--device", "cpu", "--images", "2", "--warmup", "0",
+    rc = rmbench_main(["bench", "--preset", "mask_rcnn_r50_fpn_1x_coco", "--device", "cpu", "--images", "2",
+                       "--warmup", "0",
                      "--fixed-dets", "5", "--scale", "320,192", "--compare", "refinemask_r50_fpn_1x_coco",
                      "--interleave"])
     assert rc == 0
@@ -179,16 +181,17 @@ def test_count_gmacs_counts_multiply_accumulates():
 
 
 def test_bad_arguments_exit_2(capsys):
-    assert bench_cli.main(["--preset", "no_such_preset", "--device", "cpu"]) == 2
+    assert rmbench_main(["bench", "--preset", "no_such_preset", "--device", "cpu"]) == 2
     assert "no_such_preset" in capsys.readouterr().err
-    assert bench_cli.main(["--preset", "mask_rcnn_r50_fpn_1x_coco", "--compare", "detectron2"]) == 2
+    assert rmbench_main(["bench", "--preset", "mask_rcnn_r50_fpn_1x_coco", "--compare", "detectron2"]) == 2
 
 
 @pytest.mark.mmdet
 def test_compare_mmdet_config_in_the_same_run(capsys):
     """``--compare mmdet:<config>`` times mmdet's own PointRend beside ours with the same top-N detections."""
     pytest.importorskip("mmdet", reason="mmdetection not installed: run `make mmdet` to enable this test")
-    rc = bench_cli.main(["--preset", "point_rend_r50_fpn_1x_coco", "--device", "cpu", "--images", "1", "--warmup", "1",
+    rc = rmbench_main(["bench", "--preset", "point_rend_r50_fpn_1x_coco", "--device", "cpu", "--images", "1",
+                       "--warmup", "1",
                          "--fixed-dets", "5", "--scale", "320,192", "--compare",
                          "mmdet:point-rend_r50-caffe_fpn_ms-1x_coco", "--json"])
     assert rc == 0

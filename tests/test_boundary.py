@@ -207,7 +207,7 @@ def test_region_iou():
 # seg2bmap and f_measure
 # --------------------------------------------------------------------------------------------
 def _seg2bmap_loop(m: np.ndarray) -> np.ndarray:
-    """eval-spec §6.1 step 1 in words, as an explicit loop."""
+    """docs/evaluation.md §6.1 step 1 in words, as an explicit loop."""
     hh, ww = m.shape
     b = np.zeros((hh, ww), dtype=bool)
     for i in range(hh):

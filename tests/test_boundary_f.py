@@ -17,10 +17,11 @@ import pytest
 
 from eval.boundary import distance_boundary_region
 from eval.boundary_acc import boundary_accuracy, boundary_accuracy_multi, pair_accuracy, window_band
-from eval.boundary_f import boundary_f, match_positive_predictions, refinemask_window
+from eval.boundary_f import boundary_f
 from eval.masks import ann_to_mask, mask_to_rle
+from eval.matching import match_positive_predictions, refinemask_window
+from tests.helpers import ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
 GOLDEN = ROOT / "data" / "golden"
 COCO_GT = ROOT / "data" / "coco_mini" / "annotations" / "instances_val2017.json"
 

@@ -10,7 +10,7 @@ import torch
 
 from refinemask import build_model
 from refinemask.engine.runners import set_fixed_dets
-from tests.conftest import load_coco_sample
+from tests.helpers import load_coco_sample
 
 PRESETS = ["mask_rcnn_r50_fpn_1x_coco", "point_rend_r50_fpn_1x_coco", "htc_without_semantic_r50_fpn_1x_coco",
            "refinemask_r50_fpn_1x_coco"]

@@ -1,11 +1,11 @@
-"""Cityscapes: GT conversion, official AP (cityscapesscripts 2.3.0) and COCO-style AP (eval-spec §5, §13 D).
+"""Cityscapes: GT conversion, official AP (cityscapesscripts 2.3.0) and COCO-style AP (docs/evaluation.md §5, §13 D).
 
 Real Cityscapes data cannot be bundled, so every test builds small synthetic ``*_gtFine_instanceIds.png``
 frames (256×128 px, two cities, three images) in a temp dir. The hand-made scene contains group regions
 (id < 1000), GT instances under 100 px (and one of exactly 100 px), void pixels, a duplicate prediction, an
 empty mask, score ties, classes without GT and a class whose only prediction lies on void. The official
 numbers are checked against values derived by hand and against an independent re-implementation of
-eval-spec §5.1 (``_reference_official``) computed exactly with fractions.
+docs/evaluation.md §5.1 (``_reference_official``) computed exactly with fractions.
 """
 
 from __future__ import annotations
@@ -122,7 +122,7 @@ def scene(tmp_path_factory: pytest.TempPathFactory) -> dict:
 
 
 # ---------------------------------------------------------------------------------------------------------
-# Independent implementation of the official metric (eval-spec §5.1), exact with fractions
+# Independent implementation of the official metric (docs/evaluation.md §5.1), exact with fractions
 # ---------------------------------------------------------------------------------------------------------
 
 
@@ -143,7 +143,7 @@ def _step_ap(y: list[tuple[int, float]], hard_fns: int) -> Fraction:
 
 
 def _reference_official(gts: dict[str, np.ndarray], preds: dict) -> dict[int, list[float]]:
-    """AP[label][θ] per eval-spec §5.1: IoU > θ, ≥ 100 px GT, ignore fraction ≤ θ ⇒ FP, raw step AP."""
+    """AP[label][θ] per docs/evaluation.md §5.1: IoU > θ, ≥ 100 px GT, ignore fraction ≤ θ ⇒ FP, raw step AP."""
     out: dict[int, list[float]] = {}
     for label in LABEL_TO_NAME:
         row = []
@@ -291,7 +291,7 @@ def test_hand_constructed_case_matches_reference(scene: dict, tmp_path, monkeypa
         assert off["ap_matrix"][name] == [None] * 10
     assert off["AP50"] == pytest.approx((0.7125 + 0.5) / 4, abs=1e-12)
 
-    # full AP matrix vs the independent implementation of eval-spec §5.1
+    # full AP matrix vs the independent implementation of docs/evaluation.md §5.1
     ref = _reference_official(scene["gts"], scene["preds"])
     assert off["overlaps"] == pytest.approx(OVERLAPS.tolist(), abs=0)
     for label, name in LABEL_TO_NAME.items():

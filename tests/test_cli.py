@@ -10,8 +10,8 @@ import pytest
 
 from eval.io import sha256_file
 from refinemask.cli import main
+from tests.helpers import COCO_VAL_GT, LVIS_COCOFIED, LVIS_MAPPING, LVIS_RAW, PREDS_A, PREDS_A_LVIS
 
-from .conftest import COCO_VAL_GT, LVIS_COCOFIED, LVIS_MAPPING, LVIS_RAW, PREDS_A, PREDS_A_LVIS
 from .test_cityscapes import scene  # noqa: F401  (module-scoped synthetic Cityscapes fixture)
 
 SHAPE = {
@@ -136,7 +136,7 @@ def test_cityscapes_cli(scene, tmp_path):  # noqa: F811
     assert m["cityscapes"]["AP"] == pytest.approx(off["AP"], abs=1e-12)
     assert m["cityscapes"]["AP50"] == pytest.approx(off["AP50"], abs=1e-12)
     assert m["coco"]["AP"] == pytest.approx(coco["AP"], abs=1e-12)
-    assert not math.isclose(off["AP"], coco["AP"])  # two different definitions (eval-spec §11 item 10)
+    assert not math.isclose(off["AP"], coco["AP"])  # two different definitions (docs/evaluation.md §11 item 10)
 
 
 def test_demo_writes_tables_and_plots(tmp_path, golden):

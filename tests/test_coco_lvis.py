@@ -22,8 +22,7 @@ from pycocotools.cocoeval import COCOeval
 from eval.coco import COCO_STATS, boundary_ap, coco_mask_ap
 from eval.io import COCO_CATEGORY_IDS, EmptyResultsWarning, validate_gt, validate_results
 from eval.lvis_ap import LVIS_ALL_KEYS, cocofy_lvis, is_cocofied, lvis_ap, lvis_numpy_shim
-
-from .conftest import COCO_VAL_GT, LVIS_COCOFIED, LVIS_MAPPING, LVIS_RAW, _load
+from tests.helpers import COCO_VAL_GT, LVIS_COCOFIED, LVIS_MAPPING, LVIS_RAW, _load
 
 TOL = 1e-12
 
@@ -52,7 +51,7 @@ def test_coco_ap_equals_golden_pycocotools(coco_gt, preds_a, golden):
 
 
 def test_coco_ap_bbox_in_results_variant(coco_gt, preds_a, golden):
-    """Keeping `bbox` makes detection areas box areas: only APs/APm/APl move (eval-spec §11 item 1)."""
+    """Keeping `bbox` makes detection areas box areas: only APs/APm/APl move (docs/evaluation.md §11 item 1)."""
     for p in preds_a:
         p["bbox"] = mask_utils.toBbox(p["segmentation"]).tolist()
     r = coco_mask_ap(coco_gt, _val(coco_gt, preds_a, keep_bbox=True))
@@ -89,7 +88,7 @@ def test_boundary_ap_equals_golden_boundary_iou_api(coco_gt, preds_a, golden):
         assert _close(r["summary"][k], ref["stats"][k], 1e-12), k
     for c, v in ref["per_category_AP"].items():
         assert _close(r["per_category"][int(c)], v, 1e-12), c
-    # Boundary AP is stricter than mask AP at high IoU on this set (golden README §6)
+    # Boundary AP is stricter than mask AP at high IoU on this set (data/golden/README.md §6)
     assert r["summary"]["AP"] < golden["coco_mask_ap"]["stats"]["AP"]
 
 

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[1]  # also run as a torchrun worker script: no package imports here
 COCO = ROOT / "data" / "coco_mini"
 PRESET = "mask_rcnn_r50_fpn_1x_coco"
 TINY = ["rpn.batch_size_per_image=32", "rpn.pre_nms_top_n_train=200", "rpn.post_nms_top_n_train=50",

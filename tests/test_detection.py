@@ -1,4 +1,4 @@
-"""Shared two-stage trunk and the Mask R-CNN baseline (model-spec §1, §3, §7; architecture "mask-branch protocol").
+"""Shared two-stage trunk and the Mask R-CNN baseline (docs/models.md §1, §3, §7; architecture "mask-branch protocol").
 
 CPU only, small inputs; the whole file runs in well under a minute on 2 cores.
 """
@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -32,16 +31,15 @@ from refinemask.detection import (
 )
 from refinemask.detection.mask_branch import RoIBatch
 from refinemask.registry import get_preset
-from tests.conftest import load_coco_sample
+from tests.helpers import ROOT, load_coco_sample
 
-ROOT = Path(__file__).resolve().parents[1]
 VAL_DIR = ROOT / "data" / "coco_mini" / "val2017"
 VAL_JSON = ROOT / "data" / "coco_mini" / "annotations" / "instances_val2017.json"
 
-# model-spec §7: Mask R-CNN R50-FPN, mmdet layout (cls 81, reg 80·4, mask 80)
+# docs/models.md §7: Mask R-CNN R50-FPN, mmdet layout (cls 81, reg 80·4, mask 80)
 R50_PARAMS_BN_AFFINE = 44_396_336  # our default convention: BN eval-mode with trainable γ/β (mmdet)
 R50_PARAMS_FROZEN_BN = 44_343_216  # torchvision FrozenBatchNorm2d convention (γ/β are buffers)
-R50_BODY_PARAMS = 23_508_032  # ResNet-50 without fc: 23,454,912 conv + 53,120 BN (spec §7 building blocks)
+R50_BODY_PARAMS = 23_508_032  # ResNet-50 without fc: 23,454,912 conv + 53,120 BN (docs/models.md §7 building blocks)
 
 
 
@@ -106,7 +104,7 @@ def test_param_count_r50_matches_spec():
     ],
 )
 def test_param_count_deeper_backbones(preset, weights):
-    # the spec gives no R101/X101 totals: swap the backbone in the R50 count, using torchvision's published
+    # docs/models.md §7 gives no R101/X101 totals: swap the backbone in the R50 count, using torchvision's published
     # ImageNet parameter counts minus the 2048·1000 + 1000 classifier
     body = weights.meta["num_params"] - 2_049_000
     assert count_parameters(_meta_model(preset)) == R50_PARAMS_BN_AFFINE - R50_BODY_PARAMS + body
@@ -278,7 +276,7 @@ def test_eval_forward_on_real_image(small_model, coco_sample):
     assert (b[:, 0] >= 0).all() and (b[:, 1] >= 0).all() and (b[:, 2] <= w + 1e-3).all() and (b[:, 3] <= h + 1e-3).all()
     assert (b[:, 2] >= b[:, 0]).all() and (b[:, 3] >= b[:, 1]).all()
     assert (out["scores"][:-1] >= out["scores"][1:]).all() and (out["scores"] > 0.05).all()
-    # preprocessing outside the model (fps protocol, spec §6) gives the same result
+    # preprocessing outside the model (fps protocol, docs/models.md §6) gives the same result
     batch, _ = model.transform.preprocess([img])
     assert batch.tensors.shape[-2:] == (320, 512) and batch.image_sizes == [(320, 481)]
     with torch.no_grad():

@@ -44,8 +44,8 @@ from refinemask.engine.inference import detections_to_coco
 from refinemask.engine.trainer import TrainConfig, Trainer, WarmupStepSchedule, apply_cfg_options
 from refinemask.models import list_presets
 from refinemask.registry import get_preset
+from tests.helpers import ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
 COCO = ROOT / "data" / "coco_mini"
 TRAIN_JSON = COCO / "annotations" / "instances_train2017.json"
 VAL_JSON = COCO / "annotations" / "instances_val2017.json"

@@ -51,7 +51,7 @@ import time
 
 import pytest
 
-from tests.parity_utils import mask_iou, match_detections, mmdet_meta
+from tests.helpers import mask_iou, match_detections, mmdet_meta
 
 try:  # the whole reference stack, compiled ops included
     import mmcv  # noqa: F401

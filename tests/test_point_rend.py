@@ -1,4 +1,4 @@
-"""PointRend baseline (model-spec §4, §7): shapes, parameter counts, point sampling, importance sampling,
+"""PointRend baseline (docs/models.md §4, §7): shapes, parameter counts, point sampling, importance sampling,
 adaptive subdivision, the mmdet / detectron2 switch, the mmdet name mapping, and a full model on a real image.
 
 CPU only, tiny inputs (one 333×500 COCO train image resized to a 192-pixel short side, few RoIs).
@@ -7,7 +7,6 @@ CPU only, tiny inputs (one 333×500 COCO train image resized to a 192-pixel shor
 from __future__ import annotations
 
 import dataclasses
-from pathlib import Path
 
 import pytest
 import torch
@@ -31,13 +30,12 @@ from refinemask.config import SCHEDULE_1X, SCHEDULE_2X, SCHEDULE_3X
 from refinemask.detection import RoIHeads
 from refinemask.detection.mask_branch import RoIBatch
 from refinemask.registry import PRESETS, get_preset
-from tests.conftest import load_coco_sample
+from tests.helpers import ROOT, load_coco_sample
 
-ROOT = Path(__file__).resolve().parents[1]
 TRAIN_DIR = ROOT / "data" / "coco_mini" / "train2017"
 TRAIN_JSON = ROOT / "data" / "coco_mini" / "annotations" / "instances_train2017.json"
 
-# model-spec §7
+# docs/models.md §7
 POINT_REND_PARAMS = 60_214_912  # BN eval-mode with trainable γ/β (mmdet layout)
 POINT_REND_PARAMS_FROZEN_BN = 60_161_792
 COARSE_HEAD_PARAMS = 18_176_080
@@ -85,7 +83,7 @@ def test_param_counts_match_spec():
     frozen = _meta_model(dataclasses.replace(get_preset("point_rend_r50_fpn_1x_coco"), norm="frozen_bn"))
     assert count_parameters(frozen) == POINT_REND_PARAMS_FROZEN_BN
     assert count_parameters(_meta_model("point_rend_detectron2_r50_fpn_1x_coco")) == POINT_REND_PARAMS
-    # deeper backbones: the spec has no totals; the head adds the same to Mask R-CNN's count for every backbone
+    # deeper backbones: docs/models.md §7 has no totals; the head adds the same to Mask R-CNN's count for every backbone
     for pr, mr in (("point_rend_r101_fpn_2x_coco", "mask_rcnn_r101_fpn_1x_coco"),
                    ("point_rend_x101_fpn_3x_ms_coco", "mask_rcnn_x101_fpn_3x_ms_coco")):
         diff = count_parameters(_meta_model(pr)) - count_parameters(_meta_model(mr))
@@ -338,7 +336,7 @@ def test_mmdet_point_rend_names_cover_the_branch():
 
 
 def test_mmdet_point_rend_with_the_trunk_converter():
-    pytest.importorskip("refinemask.convert")
+    import refinemask.convert  # noqa: F401  (an in-tree module: a broken import must fail, not skip)
     fake = {k: torch.zeros(s) for k, s in MMDET_POINT_REND_HEAD.items()}
     trunk = {"roi_head.bbox_head.fc_cls.weight": torch.zeros(81, 1024), "rpn_head.rpn_conv.weight": torch.zeros(1)}
     out = convert_mmdet_point_rend({**fake, **trunk})  # default: refinemask.convert.convert_mmdet_trunk

@@ -13,7 +13,6 @@ import json
 import math
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -37,14 +36,13 @@ from refinemask.head import (
     semantic_target,
 )
 from refinemask.registry import PRESETS, get_preset
-from tests.conftest import load_coco_sample
+from tests.helpers import ROOT, load_coco_sample
 
-ROOT = Path(__file__).resolve().parent.parent
 TRAIN_DIR = ROOT / "data" / "coco_mini" / "train2017"
 TRAIN_JSON = ROOT / "data" / "coco_mini" / "annotations" / "instances_train2017.json"
 TABLE12 = ROOT / "data" / "golden" / "table12_region_iou.json"
 
-# model-spec §7
+# docs/models.md §7
 RM_PARAMS_BN_AFFINE = 48_160_059
 RM_PARAMS_FROZEN_BN = 48_106_939
 RM_HEAD_PARAMS = 6_407_003
@@ -255,7 +253,7 @@ def test_inference_merge_eq6_hand_made():
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# the branch: shapes (spec §2.3 stage table), gradients, class-agnostic last stage, label-channel shortcut
+# the branch: shapes (docs/models.md §2.3 stage table), gradients, class-agnostic last stage, label-channel shortcut
 # ----------------------------------------------------------------------------------------------------------------
 def _feats_boxes(seed=0, b=2, h=64, w=96):
     g = torch.Generator().manual_seed(seed)
@@ -402,7 +400,7 @@ def test_class_agnostic_last_stage_lvis():
         model = build_model(p)
     branch = model.roi_heads.mask_branch
     assert branch.stage_num_classes == [1203, 1203, 1203, 1]
-    assert count_parameters(model) == 54_419_300 and count_parameters(branch) == 6_910_869  # spec §7
+    assert count_parameters(model) == 54_419_300 and count_parameters(branch) == 6_910_869  # docs/models.md §7
     small = RefineMaskBranch(6, dataclasses.replace(p.mask_head_cfg))
     assert small.stage_logits[3].out_channels == 1 and small.stage_logits[2].out_channels == 6
     x = torch.randn(3, 32, 112, 112)
@@ -514,7 +512,7 @@ def test_param_counts_match_spec():
     assert count_parameters(simple) == 48_070_734 and count_parameters(simple.roi_heads.mask_branch) == 6_317_678
     b = model.roi_heads.mask_branch
     assert count_parameters(b) == RM_HEAD_PARAMS
-    # spec §7 breakdown (each SFM count includes its stage's classifier, as the official SFMStage does)
+    # docs/models.md §7 breakdown (each SFM count includes its stage's classifier, as the official SFMStage does)
     assert count_parameters(b.instance_convs) == 1_180_160
     assert count_parameters(b.semantic_head.convs) == 2_360_320 and count_parameters(b.semantic_head.logits) == 257
     sfm = [count_parameters(b.stages[k]) + count_parameters(b.stage_logits[k]) for k in range(3)]

@@ -8,7 +8,6 @@ bit-exactly, and the same IoUs.
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -23,11 +22,11 @@ from eval.region_study import (
     table12_study,
 )
 from reports.tables import paper_table12
+from tests.helpers import ROOT
 
 #: the paper's Table 12 (its one home: reports/paper/table12.csv)
 PAPER_TABLE12 = paper_table12()
 
-ROOT = Path(__file__).resolve().parents[1]
 GOLDEN = ROOT / "data" / "golden"
 COCO_GT = ROOT / "data" / "coco_mini" / "annotations" / "instances_val2017.json"
 SIZES = (28, 56, 112)

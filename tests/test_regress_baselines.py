@@ -18,8 +18,8 @@ from eval.io import load_gt, load_json, write_json
 from eval.lvis_ap import cocofy_lvis
 from eval.paths import bundled
 from reports.regress import regress
+from tests.helpers import ROOT
 
-ROOT = Path(__file__).resolve().parent.parent
 BASELINES = ROOT / "reports" / "baselines"
 NOISE = "1e-12"
 HOW_TO_UPDATE = ("\nIf this change is intended: rmbench demo --out runs/demo && cp runs/demo/eval/metrics.json "

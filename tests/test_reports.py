@@ -23,10 +23,8 @@ from refinemask.cli import main
 from refinemask.cli import reporting as reproduce_cli
 from reports import plots, regress, reproduce, tables
 from reports.tables import collect_runs, load_paper_table, paper_table12, paper_values, render_table, table_frame
+from tests.helpers import COCO_VAL_GT, DATA, ROOT
 
-from .conftest import COCO_VAL_GT, DATA
-
-ROOT = Path(__file__).resolve().parent.parent
 GOLDEN_DIR = Path(__file__).resolve().parent / "golden_reports"
 UPDATE_GOLDEN = os.environ.get("RMBENCH_UPDATE_GOLDEN") == "1"
 PAPER_TXT = Path(os.environ.get("RMBENCH_PAPER", ROOT.parent / "shared" / "paper" / "refinemask-cvpr2021.txt"))

@@ -22,30 +22,13 @@ record and the fix; argparse's own usage errors too); 1 anything else, which is 
 from __future__ import annotations
 
 import argparse
-import logging
-import sys
-import traceback
-from collections.abc import Callable
-from dataclasses import dataclass
 
 import baselines  # noqa: F401  (registers the PointRend / HTC presets and builders with refinemask.registry)
-from eval.errors import InputError
 
-log = logging.getLogger("rmbench")
+from . import bench, demo, evaluate, models, reporting
+from .command import KNOWN_COMMANDS, Command, run_command, setup_logging
 
-__all__ = ["Command", "build_parser", "main"]
-
-
-@dataclass(frozen=True)
-class Command:
-    """One ``rmbench`` subcommand: ``add_arguments(parser)`` declares its options, ``run(args) -> exit code``."""
-
-    name: str
-    help: str
-    description: str
-    add_arguments: Callable[[argparse.ArgumentParser], None]
-    run: Callable[[argparse.Namespace], int | None]
-    epilog: str | None = None
+__all__ = ["Command", "build_parser", "commands", "main"]
 
 
 def _version() -> str:
@@ -59,8 +42,6 @@ def _version() -> str:
 
 def commands() -> list[Command]:
     """Every subcommand, in ``rmbench --help`` order."""
-    from . import bench, demo, evaluate, models, reporting
-
     return [*evaluate.COMMANDS, demo.COMMAND, *reporting.COMMANDS, *models.COMMANDS, bench.COMMAND]
 
 
@@ -75,36 +56,12 @@ def build_parser() -> argparse.ArgumentParser:
                            formatter_class=argparse.RawDescriptionHelpFormatter)
         c.add_arguments(p)
         p.set_defaults(func=c.run)
+        KNOWN_COMMANDS.add(c.name)
     return parser
 
 
-def run_command(name: str, func: Callable[[argparse.Namespace], int | None], args: argparse.Namespace,
-                verbose: bool = False) -> int:
-    """Run one command: its exit code; exit 2 with the message for an :class:`~eval.errors.InputError`; exit 1 with
-    the traceback for anything else (a bug)."""
-    try:
-        return int(func(args) or 0)
-    except InputError as e:
-        if verbose:
-            traceback.print_exc()
-        print(f"rmbench {name}: error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print(f"rmbench {name}: interrupted", file=sys.stderr)
-        return 130
-    except Exception:
-        traceback.print_exc()
-        print(f"rmbench {name}: internal error (a bug, not your input): please report the traceback above with the "
-              f"command that caused it", file=sys.stderr)
-        return 1
-
-
-def setup_logging(verbose: bool) -> None:
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
-
-
 def main(argv: list[str] | None = None) -> int:
+    """``rmbench ARGV``: the exit code (see the module docstring)."""
     args = build_parser().parse_args(argv)
     setup_logging(args.verbose)
     return run_command(args.command, args.func, args, args.verbose)

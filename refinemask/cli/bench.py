@@ -48,12 +48,12 @@ from refinemask.engine.runners import (
 from refinemask.engine.timing import BenchResult, bench_interleaved, bench_runner, count_gmacs, rss_bytes
 from refinemask.registry import PRESETS, get_preset
 
-from . import Command
+from .command import Command
 from .models import parse_scale
 
 log = logging.getLogger("rmbench.bench")
 
-__all__ = ["COMMAND", "add_arguments", "run", "main"]
+__all__ = ["COMMAND", "add_arguments", "run"]
 
 COMPARE_CHOICES = ("torchvision", "mmdet")
 
@@ -110,7 +110,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="timed images (default: the bundled images after the warm-up ones, each once; "
                         "cycles through the images when larger)")
     p.add_argument("--warmup", type=int, default=5, help="untimed warm-up images before the timed ones (5)")
-    p.add_argument("--repeats", type=int, default=1, help="repeat the timed loop (eval-spec §10 asks for >= 2)")
+    p.add_argument("--repeats", type=int, default=1, help="repeat the timed loop (docs/evaluation.md §10 asks for "
+                   ">= 2)")
     p.add_argument("--scale", default=None, metavar="LONG,SHORT",
                    help="override the preset's test scale (same for every compared model; default: the preset's)")
     p.add_argument("--image-dir", type=Path, default=None, help="default: the bundled data/coco_mini/val2017")
@@ -271,13 +272,6 @@ def _table(results: list[BenchResult], obj: dict) -> str:
             row += f" {d['gmacs']:.1f} | {d['gmacs'] / results[0].info['gmacs']:.2f} |"
         lines.append(row)
     return "\n".join(lines)
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``rmbench bench ARGV`` (the exit-code contract of :func:`refinemask.cli.run_command`)."""
-    from . import main as rmbench_main
-
-    return rmbench_main(["bench", *(argv or [])])
 
 
 COMMAND = Command("bench", "time inference with the paper's fps protocol", __doc__.split("\n\n")[0].strip('"'),

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from . import Command
+from .command import Command
 
 log = logging.getLogger(__name__)
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from eval.errors import UsageError
 
-from . import Command
+from .command import Command
 
 __all__ = ["COMMANDS"]
 

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from eval.errors import UsageError
 
-from . import Command
+from .command import Command
 
 log = logging.getLogger("rmbench")
 

@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from . import Command
+from .command import Command
 
 __all__ = ["COMMANDS", "available_commands", "defined_presets", "execute_plan", "reproduce"]
 
@@ -119,10 +119,10 @@ def defined_presets() -> set[str]:
 
 
 def available_commands() -> set[str]:
-    """The ``rmbench`` subcommands of this install."""
-    from . import commands
+    """The ``rmbench`` subcommands of this install (registered when its parser is built)."""
+    from .command import KNOWN_COMMANDS
 
-    return {c.name for c in commands()}
+    return set(KNOWN_COMMANDS)
 
 
 def _executable(cmd: list[str]) -> list[str]:

@@ -1,4 +1,4 @@
-"""ResNet / ResNeXt + FPN backbone with mmdetection-2.x settings (model-spec §1.1).
+"""ResNet / ResNeXt + FPN backbone with mmdetection-2.x settings (docs/models.md §1.1).
 
 Built from torchvision parts (``torchvision.models.resnet*``, ``torchvision.ops.FeaturePyramidNetwork``)
 with mmdet's choices on top:
@@ -9,9 +9,9 @@ with mmdet's choices on top:
   - ``"bn_eval"`` (default, mmdet ``norm_cfg=dict(type='BN', requires_grad=True), norm_eval=True``):
     ``nn.BatchNorm2d`` kept in eval mode at all times (running statistics frozen), γ/β are parameters and
     are trained in ``layer2``–``layer4``. This is the convention our parameter counts use (44,396,336 for
-    Mask R-CNN R50-FPN, spec §7).
+    Mask R-CNN R50-FPN, docs/models.md §7).
   - ``"frozen_bn"`` (torchvision / detectron2 default): ``torchvision.ops.FrozenBatchNorm2d``; γ/β are
-    buffers, so the parameter count drops by 53,120 for ResNet-50 (44,343,216, spec §7).
+    buffers, so the parameter count drops by 53,120 for ResNet-50 (44,343,216, docs/models.md §7).
 
 * FPN: 1×1 laterals and 3×3 outputs with bias, no norm, nearest upsampling to the lateral's size, P6 = max-pool
   (kernel 1, stride 2) of the P5 *output*; xavier-uniform init with zero bias (mmdet ``FPN.init_weights``).

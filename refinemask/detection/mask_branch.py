@@ -1,4 +1,4 @@
-"""The mask-branch protocol (architecture.md "One mask-branch protocol", model-spec §9.1).
+"""The mask-branch protocol (docs/models.md §9.1).
 
 The trunk (:class:`~refinemask.detection.roi_heads.RoIHeads`) computes features, samples positive RoIs
 (training) or final detections (inference) and hands them to a :class:`MaskBranch`. Mask R-CNN, PointRend and

@@ -1,9 +1,9 @@
 """Mask targets, the one paste function, the one threshold, and RLE encoding — shared by every model.
 
-* :func:`mask_targets`: mmdet ``mask_target_single`` + ``BitmapMasks.crop_and_resize`` (model-spec §1.1, §9.4):
+* :func:`mask_targets`: mmdet ``mask_target_single`` + ``BitmapMasks.crop_and_resize`` (docs/models.md §1.1, §9.4):
   aligned RoIAlign (sampling 0) of the full-image binary GT masks at the proposal boxes, at ANY size, then ≥ 0.5.
-* :func:`paste_masks`: mmdet ``_do_paste_mask`` (skip_empty=False) = detectron2's paste (spec §2.7): every image
-  pixel centre is mapped into the box and the S×S probability map is sampled with one batched ``grid_sample``
+* :func:`paste_masks`: mmdet ``_do_paste_mask`` (skip_empty=False) = detectron2's paste (docs/models.md §2.7): every
+  image pixel centre is mapped into the box and the S×S probability map is sampled with one batched ``grid_sample``
   (bilinear, ``align_corners=False``, zeros outside).
 * :data:`MASK_THRESHOLD` = 0.5 (mmdet ``mask_thr_binary``), applied as ``prob >= 0.5`` by every model.
 * :func:`encode_rle`: COCO RLE via pycocotools.
@@ -16,9 +16,10 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
-from pycocotools import mask as mask_utils
 from torch import Tensor
 from torchvision.ops import roi_align
+
+from eval.masks import masks_to_rles
 
 __all__ = ["MASK_THRESHOLD", "mask_targets", "paste_masks", "binarize_masks", "encode_rle"]
 
@@ -49,7 +50,8 @@ def mask_targets(
         (N, S_h, S_w) float32 in {0, 1} (or [0, 1] if not binarised), on ``boxes.device``.
         A box-shaped GT gives an all-ones target as long as each output cell spans ≳ 0.5 px; for finer targets
         (e.g. 112 cells on a 20-px side) the bilinear samples nearest the corners fall below 0.5 and the corner
-        cells become 0 — mmdet's bitmap behaviour (RefineMask's original rasterises polygons instead, §2.4).
+        cells become 0 — mmdet's bitmap behaviour (RefineMask's original rasterises polygons instead,
+        docs/models.md §2.4).
     Raises:
         ValueError: shapes inconsistent (``boxes`` not (N, 4), ``matched_idxs`` not (N,), masks not 3-D).
     """
@@ -119,7 +121,7 @@ def binarize_masks(mask_probs: Tensor, threshold: float = MASK_THRESHOLD) -> Ten
 
 
 def encode_rle(masks: Tensor | np.ndarray) -> list[dict]:
-    """COCO RLE of binary masks via ``pycocotools.mask.encode``.
+    """COCO RLE of binary masks: :func:`eval.masks.masks_to_rles` (the harness's one encoder) on host arrays.
 
     Args:
         masks: (N, H, W) bool/uint8 (tensor on any device, or ndarray); also accepts a single (H, W) mask.
@@ -131,12 +133,4 @@ def encode_rle(masks: Tensor | np.ndarray) -> list[dict]:
     masks = np.asarray(masks)
     if masks.ndim == 2:
         masks = masks[None]
-    if masks.ndim != 3:
-        raise ValueError(f"encode_rle: expected (N,H,W) masks, got shape {masks.shape}")
-    if masks.shape[0] == 0:
-        return []
-    arr = np.asfortranarray(masks.transpose(1, 2, 0).astype(np.uint8))
-    rles = mask_utils.encode(arr)
-    for r in rles:
-        r["counts"] = r["counts"].decode("ascii")
-    return rles
+    return masks_to_rles(masks)

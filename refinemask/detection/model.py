@@ -1,11 +1,11 @@
-"""Two-stage detector: transform → ResNet-FPN → RPN → RoI heads (+ mask branch) → paste (model-spec §1, §6, §9).
+"""Two-stage detector: transform → ResNet-FPN → RPN → RoI heads (+ mask branch) → paste (docs/models.md §1, §6, §9).
 
 Input images are RGB tensors (3, H, W), uint8 or float **in [0, 255]** (mmdet's units, not torchvision's [0, 1]).
 The :class:`DetectionTransform` reproduces mmdet's test pipeline on tensors: keep-ratio resize to fit
 (long, short) = (1333, 800) with ``int(x·s + 0.5)`` sizes, normalise (pytorch-style RGB mean/std or caffe-style
 BGR mean, std 1), zero-pad right/bottom to a multiple of 32. It can be bypassed: pass an :class:`ImageBatch`
 (built once in a data-loader worker with :meth:`DetectionTransform.preprocess`) so that timing excludes
-preprocessing (spec §6), or set ``resize=False`` to feed pre-sized images.
+preprocessing (docs/models.md §6), or set ``resize=False`` to feed pre-sized images.
 
 Outputs (eval mode), one dict per image, in ORIGINAL image pixels:
 ``boxes`` (N, 4) float x1, y1, x2, y2; ``scores`` (N,) descending; ``labels`` (N,) int64 in 0..C−1;

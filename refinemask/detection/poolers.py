@@ -1,6 +1,6 @@
 """Aligned multi-level RoIAlign (mmdet ``SingleRoIExtractor`` + mmcv ``RoIAlign(aligned=True, sampling_ratio=0)``).
 
-torchvision's ``MultiScaleRoIAlign`` hard-codes ``aligned=False`` and ``sampling_ratio=2`` (model-spec §1.2, §9.3);
+torchvision's ``MultiScaleRoIAlign`` hard-codes ``aligned=False`` and ``sampling_ratio=2`` (docs/models.md §1.2, §9.3);
 this pooler calls :func:`torchvision.ops.roi_align` with mmdet's settings and mmdet's level rule. Every model
 (Mask R-CNN, PointRend, RefineMask, HTC) uses it.
 """

@@ -1,4 +1,4 @@
-"""Region Proposal Network with mmdetection-2.x settings (model-spec §1.1, §1.2).
+"""Region Proposal Network with mmdetection-2.x settings (docs/models.md §1.1, §1.2).
 
 Differences from torchvision's ``RegionProposalNetwork`` that this module removes:
 

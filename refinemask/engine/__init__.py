@@ -1,14 +1,15 @@
 """Training / inference engine: the train loop (SGD, warm-up, step schedule, AMP, clipping, exact resume),
 atomic ``weights_only`` checkpoints, torchrun DDP helpers, sharded inference to COCO results, evaluation through
-``eval/``, and the overfit recipe that proves the whole path on real images.
+``eval/``, the overfit recipe that proves the whole path on real images, and the fps benchmark's timer
+(``timing.py``) and model runners (``runners.py``).
 
 Heavy modules are imported lazily by their users; this package only re-exports names.
 """
 
 import importlib
 
-#: public name -> submodule; resolved on first access (PEP 562) so ``import refinemask.engine.bench`` — which the
-#: CLI does to build its parser — does not import torch and the whole model stack.
+#: public name -> submodule; resolved on first access (PEP 562) so importing the light modules (``timing``,
+#: ``runners``: the CLI does to build its parser) does not import torch and the whole model stack.
 _EXPORTS = {
     "CHECKPOINT_FORMAT": "checkpoint", "CheckpointError": "checkpoint", "atomic_torch_save": "checkpoint",
     "load_checkpoint": "checkpoint", "load_model_state": "checkpoint",

@@ -1,7 +1,7 @@
 """Inference loop → COCO results (RLE masks) → the unified evaluator (``eval/``).
 
 :func:`inference_on_dataset` runs a detector over an :class:`~refinemask.data.InstanceDataset` one image at a
-time (the test pipeline of model-spec §6: batch size 1, the model's own keep-ratio resize / normalise / pad),
+time (the test pipeline of docs/models.md §6: batch size 1, the model's own keep-ratio resize / normalise / pad),
 converts every detection to a COCO result record and, under torchrun, shards the images contiguously across
 ranks and gathers the records on every rank in dataset order (each image exactly once).
 
@@ -142,11 +142,7 @@ def inference_on_dataset(
 
 def run_info(preset, dataset: str | None = None, **extra: Any) -> dict[str, Any]:
     """The ``"run"`` block of metrics.json: preset, method, backbone, schedule, dataset (+ extras)."""
-    methods = {"fcn": "Mask R-CNN", "refinemask": "RefineMask", "point_rend": "PointRend"}
-    if getattr(preset, "roi_head", "standard") == "htc":
-        method = "HTC"
-    else:
-        method = methods.get(preset.mask_head, preset.mask_head)
+    method = preset.method  # the mask-config class's name of the method
     ep = preset.schedule.epochs
     sched = {12: "1x", 24: "2x", 36: "3x"}.get(ep, f"{ep}ep")
     if preset.schedule.dataset_repeat > 1:

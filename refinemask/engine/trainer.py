@@ -1,7 +1,7 @@
 """The training loop: mmdet's recipe (SGD, linear warm-up, step schedule) on our datasets and models, alone or
 under ``torchrun`` (DDP), with exact resume.
 
-Recipe (model-spec §1.1, config.Schedule): SGD momentum 0.9, weight decay 1e-4 on all trainable parameters,
+Recipe (docs/models.md §1.1, config.Schedule): SGD momentum 0.9, weight decay 1e-4 on all trainable parameters,
 lr = ``Schedule.lr_for_batch(total batch)`` (0.02 × images / 16), linear warm-up from ``warmup_ratio · lr`` over
 ``warmup_iters``, ×``lr_gamma`` after each step epoch, optional gradient clipping (L2 norm; RefineMask: 35), AMP
 (float16 autocast + GradScaler) on CUDA. The schedule is given in epochs; iterations per epoch come from the

@@ -1,6 +1,6 @@
 """Boundary-aware refinement (BAR) as pure functions: the boundary operator, the training region, the BAR loss,
 the training-time prediction propagation and the inference merge (paper Sec. 3.3, Eq. 1–6, appendix A.1;
-model-spec §2.5–2.7; official ``generate_block_target``, ``RefineCrossEntropyLoss``,
+docs/models.md §2.5–2.7; official ``generate_block_target``, ``RefineCrossEntropyLoss``,
 ``RefineRoIHead.simple_test_mask``).
 
 Conventions: masks are (N, H, W) tensors (any leading shape for :func:`boundary_region`), logits are the
@@ -140,7 +140,8 @@ def propagate_prediction(
     width: int = 1,
     threshold: float = CODE_THRESHOLD,
 ) -> Tensor:
-    """Training-time "previous prediction" for the next BAR stage (model-spec §2.6 step 4, ``RefineCrossEntropyLoss``).
+    """Training-time "previous prediction" for the next BAR stage (docs/models.md §2.6 step 4,
+    ``RefineCrossEntropyLoss``).
 
     E = [Up_S(B_1(P_{k−1})) >= 0.5]; Ẑ = Up_S(Z_{k−1}) (the **raw** logits of stage k−1, not a merged map);
     Ẑ[E] = Z_k[E]; P_k = [σ(Ẑ) >= 0.5]. (Inference chains the merged map instead, :func:`bar_merge`; this small

@@ -1,6 +1,6 @@
-"""The RefineMask mask branch (paper Sec. 3, Fig. 2; model-spec §2.2–2.8) on the shared mask-branch protocol.
+"""The RefineMask mask branch (paper Sec. 3, Fig. 2; docs/models.md §2.2–2.8) on the shared mask-branch protocol.
 
-Data flow (original head, COCO, K = 80 classes, N RoIs, B images; stage table of model-spec §2.3):
+Data flow (original head, COCO, K = 80 classes, N RoIs, B images; stage table of docs/models.md §2.3):
 
 1. instance features F⁰ = 2 × [3×3 conv 256 + ReLU] (aligned RoIAlign 14×14 over P2–P5) → (N, 256, 14, 14)
 2. semantic head on P2 (per image): G (B, 256, Hp/4, Wp/4) and semantic logits Y (B, 1, Hp/4, Wp/4)

@@ -1,4 +1,4 @@
-"""RefineMask's semantic head on P2 (paper Sec. 3.1; model-spec §2.2–2.4, §2.6).
+"""RefineMask's semantic head on P2 (paper Sec. 3.1; docs/models.md §2.2–2.4, §2.6).
 
 Four 3×3 convolutions (256 → 256, bias, ReLU, no norm) on the whole stride-4 FPN map P2 give the *semantic
 features* G; a 1×1 binary classifier (256 → 1) gives the *semantic mask* logits Y at the same resolution. The
@@ -23,7 +23,8 @@ class SemanticHead(nn.Module):
 
     Args:
         in_channels / channels: 256 / 256. num_convs: 4.
-        with_logits: False for the "faster and better" head (spec §2.8), which keeps the convs (features only).
+        with_logits: False for the "faster and better" head (docs/models.md §2.8), which keeps the convs
+            (features only).
     Forward: P2 (B, 256, Hp/4, Wp/4) → (G (B, channels, Hp/4, Wp/4), Y (B, 1, Hp/4, Wp/4) logits or None).
     Init: kaiming-normal fan_out (ReLU), bias 0 (mmcv ``ConvModule`` and ``RefineMaskHead.init_weights``).
     Parameters: 4 · 590,080 + 257 = 2,360,577.
@@ -50,7 +51,7 @@ class SemanticHead(nn.Module):
 
 
 def semantic_target(gt_masks: Sequence[Tensor], out_size: Sequence[int], padded_size: Sequence[int]) -> Tensor:
-    """Binary image-level foreground target (model-spec §2.4; official ``get_targets`` + ``_mask_forward_train``).
+    """Binary image-level foreground target (docs/models.md §2.4; official ``get_targets`` + ``_mask_forward_train``).
 
     For each image the union (pixel-wise max; masks are binary, so ``any``) of all its GT instance masks in the
     padded input frame, zero-padded to ``padded_size``; the batch is resized to ``out_size`` (the semantic-logit

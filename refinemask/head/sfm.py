@@ -1,4 +1,4 @@
-"""Semantic Fusion Module (paper Sec. 3.2, Fig. 3; model-spec §2.3, §2.8) and the fusion blocks of Table 4.
+"""Semantic Fusion Module (paper Sec. 3.2, Fig. 3; docs/models.md §2.3, §2.8) and the fusion blocks of Table 4.
 
 One SFM per refinement stage k (size s_k = 14·2^k, channels C_k = 256/2^k). Original head (official ``SFMStage``):
 
@@ -223,7 +223,7 @@ def cat_channels(parts: Sequence[Tensor]) -> Tensor:
 
 
 class SimpleSFM(nn.Module):
-    """SFM of the "faster and better" head (official ``SimpleSFMStage``, model-spec §2.8).
+    """SFM of the "faster and better" head (official ``SimpleSFMStage``, docs/models.md §2.8).
 
     concat[F^k, S_k, σ(Z_k)] → ReLU(1×1 → C_k) → ReLU(fusion) → ReLU(1×1 → C_k/2 − 1) → concat σ(Z_k)
     (before upsampling) → Up×2 (bilinear, align_corners=False, no ReLU) unless ``upsample=False``. S_k is the

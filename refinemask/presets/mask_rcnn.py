@@ -20,7 +20,7 @@ _COCO_R50_1X = Preset(
     dataset="coco_2017",
     num_classes=80,
     paper_ref="Table 1/2 Mask R-CNN R50-FPN 1x (AP 34.7, AP* 36.8)",
-    notes="mmdet configs/mask_rcnn/mask_rcnn_r50_fpn_1x_coco.py (spec §1.1, §3).",
+    notes="mmdet configs/mask_rcnn/mask_rcnn_r50_fpn_1x_coco.py (docs/models.md §1.1, §3).",
 )
 
 MASK_RCNN_PRESETS: dict[str, Preset] = preset_dict(
@@ -74,7 +74,7 @@ MASK_RCNN_PRESETS: dict[str, Preset] = preset_dict(
         paper_ref="Table 9 Mask R-CNN R50-FPN 1x on LVIS v1.0 val (AP 22.1, APr 10.1, APc 21.7, APf 30.0)",
         notes=(
             "LVIS v1.0 (paper Table 9) -> 1203 classes; mmdet 2.3's LVIS-v1 baseline config says 1230 "
-            "(the v0.5 count, a bug; spec §8). mmdet mask_rcnn_r50_fpn_sample1e-3_mstrain_1x_lvis_v1: "
+            "(the v0.5 count, a bug; docs/models.md §8). mmdet mask_rcnn_r50_fpn_sample1e-3_mstrain_1x_lvis_v1: "
             "ClassBalancedDataset oversample_thr 1e-3, short side in {640..800 step 32}, "
             "score_thr 1e-4, 300 dets/img."
         ),

@@ -1,14 +1,14 @@
 """RefineMask presets, one per paper table row (plain data, no torch).
 
 Every preset is a :class:`refinemask.config.Preset` with a :class:`~refinemask.config.RefineMaskConfig` in
-``mask_head_cfg``. What RefineMask changes relative to the Mask R-CNN trunk (model-spec §2.1): box-head loss
+``mask_head_cfg``. What RefineMask changes relative to the Mask R-CNN trunk (docs/models.md §2.1): box-head loss
 weights CE 2.0 / L1 2.0, gradient clipping at L2 norm 35, and the mask head. Ablation presets (paper Tables 3–7,
 13) are ``dataclasses.replace`` of ``refinemask_r50_fpn_1x_coco`` that change only what the paper's ablation
 changed; where the paper leaves a consequence open, the choice is stated in the preset's ``notes``.
 
 Main rows: Table 1 / 8 (COCO R50 / R101 1x, 2x; X101 3x multi-scale; Table 8 also reports R50 / R101 3x
 multi-scale and X101 without ‡), Table 9 (LVIS v1.0), Table 11 (Cityscapes), plus the official "faster and
-better" head (model-spec §2.8, not in the paper).
+better" head (docs/models.md §2.8, not in the paper).
 """
 
 from __future__ import annotations
@@ -51,7 +51,7 @@ _R50_1X = Preset(
     notes=(
         "configs/refinemask/coco/r50-refinemask-1x.py: RefineMaskHead (3 SFMs, 14->112), box CE/L1 weight 2.0, "
         "grad clip 35, 12 epochs lr 0.02 for 16 images (paper: 16 GPUs x 1 image). Mask targets are aligned "
-        "RoIAlign of GT bitmaps (the original rasterises polygons at every size, spec §2.4/§9.4)."
+        "RoIAlign of GT bitmaps (the original rasterises polygons at every size, docs/models.md §2.4/§9.4)."
     ),
 )
 
@@ -173,8 +173,8 @@ _MAIN = [
         ),
         paper_ref="not in the paper: official 'faster and better' head (README, Dec 2021; no AP number given)",
         notes=(
-            "configs/refinemask/coco/r50-refinemask-1x-faster-better.py (spec §2.8): SimpleRefineMaskHead — no "
-            "semantic logits/mask/loss, point-sampled semantic RoI features, MultiBranchFusionAvg, instance mask "
+            "configs/refinemask/coco/r50-refinemask-1x-faster-better.py (docs/models.md §2.8): SimpleRefineMaskHead — "
+            "no semantic logits/mask/loss, point-sampled semantic RoI features, MultiBranchFusionAvg, instance mask "
             "concatenated before upsampling, stage classes [80, 80, 80, 1], last logits at 56 upsampled to 112, "
             "BARCrossEntropyLoss weights [0.5, 0.75, 0.75, 1.0]. Official: 2 images/GPU; total batch kept at 16."
         ),

@@ -25,6 +25,7 @@ import logging
 import math
 import warnings
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from . import io as eio
@@ -35,6 +36,28 @@ from .lvis_ap import LVIS_AP_KEYS, is_cocofied, lvis_ap
 log = logging.getLogger(__name__)
 
 GROUPS = ("coco", "ap_star", "lvis", "boundary_f", "boundary_acc", "boundary_ap", "cityscapes")
+#: a ground truth whose annotated images the results cover less than this fraction of gets a warning
+COVERAGE_WARN_FRACTION = 0.5
+
+
+class CoverageWarning(UserWarning):
+    """The results cover only a small part of a ground truth's images (see ``InstanceSegEvaluator``)."""
+
+
+def _refuse_coco_ids_on_raw_lvis(results: list, lvis_gt: dict, source, gt_path) -> None:
+    """COCO-trained results (COCO category ids 1..90) scored against a raw LVIS file would silently score 0: refuse.
+
+    Raises:
+        EvalInputError: at least 20 detections, all with COCO ids, against an LVIS file of more than 90 categories.
+    """
+    ids = {r.get("category_id") for r in results if isinstance(r, dict)}
+    if len(results) >= 20 and len(lvis_gt.get("categories", [])) > 90 and ids <= eio.COCO_CATEGORY_IDS:
+        raise eio.EvalInputError(
+            source, f"every detection's category_id is a COCO id but {Path(gt_path).name if gt_path else '--lvis-gt'} "
+            f"is a raw LVIS file ({len(lvis_gt['categories'])} categories): COCO-trained results would score 0 "
+            f"against LVIS category ids",
+            "for AP* make the cocofied ground truth with `rmbench cocofy-lvis lvis_v0.5_val.json OUT.json` and pass "
+            "OUT.json as --lvis-gt (a raw LVIS file is for results of an LVIS-trained model)")
 COCO_GT_GROUPS = ("coco", "boundary_f", "boundary_acc", "boundary_ap")
 
 
@@ -161,6 +184,8 @@ class InstanceSegEvaluator:
                 self._coco_results += eio.validate_results(coco_part, self.gt, source, gt_path=self.gt_path,
                                                            keep_bbox=self.params.keep_bbox)
             if uses_lvis and lvis_part:
+                if not is_cocofied(self.lvis_gt):
+                    _refuse_coco_ids_on_raw_lvis(lvis_part, self.lvis_gt, source, self.lvis_gt_path)
                 cats = eio.COCO_CATEGORY_IDS if is_cocofied(self.lvis_gt) else None
                 self._lvis_results += eio.validate_results(lvis_part, self.lvis_gt, source, gt_path=self.lvis_gt_path,
                                                            keep_bbox=self.params.keep_bbox, category_ids=cats)
@@ -194,6 +219,11 @@ class InstanceSegEvaluator:
             warnings.warn(msg, eio.EmptyResultsWarning, stacklevel=2)
             out.warnings.append(msg)
         empty = not self._coco_results and not self._lvis_results
+        if not empty:
+            coverage = self._coverage_warnings()
+            out.warnings += coverage
+            for msg in coverage:
+                warnings.warn(msg, CoverageWarning, stacklevel=2)
         with warnings.catch_warnings():
             if empty:  # already warned once above; the per-group "nothing matched" warnings add nothing
                 warnings.simplefilter("ignore", RuntimeWarning)
@@ -203,6 +233,25 @@ class InstanceSegEvaluator:
                 for k, v in vals.items():
                     if isinstance(v, float) and math.isnan(v) and not k.startswith("num"):
                         vals[k] = 0.0
+        return out
+
+    def _coverage_warnings(self) -> list[str]:
+        """A warning for each ground truth whose images the results mostly do not cover: every GT instance of an
+        uncovered image counts as missed, so AP there measures the coverage, not the model (e.g. the bundled LVIS
+        sample shares one image with coco_mini val: perfect COCO predictions then score AP* ≈ 0.5)."""
+        out = []
+        for gt, results, path, groups in ((self.gt, self._coco_results, self.gt_path, COCO_GT_GROUPS),
+                                          (self.lvis_gt, self._lvis_results, self.lvis_gt_path, ("ap_star", "lvis"))):
+            if gt is None or not any(g in self.metrics for g in groups):
+                continue
+            with_gt = {a["image_id"] for a in gt["annotations"]}
+            covered = with_gt & {r["image_id"] for r in results}
+            if with_gt and len(covered) < COVERAGE_WARN_FRACTION * len(with_gt):
+                name = Path(path).name if path is not None else "the ground truth"
+                out.append(f"the results cover {len(covered)} of the {len(with_gt)} images with annotations in {name} "
+                           f"({', '.join(g for g in groups if g in self.metrics)}): every instance of the other images "
+                           f"counts as missed, so these numbers measure the coverage, not the model. Fix: evaluate "
+                           f"results for every image of the ground truth (or a ground truth of the images you ran)")
         return out
 
     def _evaluate_groups(self, out: EvalOutput) -> None:

@@ -77,6 +77,41 @@ def provenance(inputs: dict[str, str | os.PathLike | None], params: dict[str, An
     }
 
 
+#: ground-truth file name -> the evaluation or training set it is (the name the paper's tables are matched on)
+KNOWN_SPLITS = {
+    "instances_val2017.json": "coco_val2017",
+    "instances_train2017.json": "coco_train2017",
+    "lvis_v1_val.json": "lvis_v1_val",
+    "lvis_v1_train.json": "lvis_v1_train",
+    "lvis_v0.5_val.json": "lvis_v0.5_val",
+    "lvis_v0.5_val_cocofied.json": "lvis_v0.5_val_cocofied",
+    "instancesonly_filtered_gtFine_val.json": "cityscapes_val",
+    "instancesonly_filtered_gtFine_train.json": "cityscapes_train",
+}
+
+
+def split_info(path: str | os.PathLike, dataset: dict | None = None) -> dict[str, Any]:
+    """What a ground-truth (or training) file is, for matching a run to a paper row (``reports/protocol.py``).
+
+    Args:
+        path: the json file. dataset: its parsed content when the caller has it (else it is read).
+    Returns:
+        ``{"name": KNOWN_SPLITS name or the file stem, "images": number of image records, "annotations": number of
+        annotations, "path": str, "sha256": hex}``. The name alone proves nothing (the bundled 79-image COCO sample is
+        also called ``instances_val2017.json``): reports check the image count too.
+    """
+    p = Path(path)
+    if dataset is None:
+        import json
+
+        with open(p, encoding="utf-8") as f:
+            dataset = json.load(f)
+    images = dataset.get("images", []) if isinstance(dataset, dict) else []
+    anns = dataset.get("annotations", []) if isinstance(dataset, dict) else []
+    return {"name": KNOWN_SPLITS.get(p.name, p.stem), "images": len(images), "annotations": len(anns),
+            "path": str(p), "sha256": sha256_file(p) if p.is_file() else None}
+
+
 def fmt_value(key: str, v: Any) -> str:
     """Paper style: fractions ×100 with one decimal, counts as integers, undefined as '—'."""
     if v is None or (isinstance(v, float) and math.isnan(v)):
@@ -115,19 +150,26 @@ def write_csv(path: str | os.PathLike, rows: list[dict[str, Any]]) -> None:
 
 
 def write_evaluation(out_dir: str | os.PathLike, metrics: dict, prov: dict, per_instance: list[dict],
-                     details: dict | None = None, title: str = "Evaluation") -> dict[str, Path]:
+                     details: dict | None = None, title: str = "Evaluation", run: dict | None = None,
+                     warnings: list[str] | None = None) -> dict[str, Path]:
     """Write ``metrics.json``, ``metrics.md`` and ``per_instance.csv`` under ``out_dir``; return their paths.
 
-    metrics.json = ``{group: {key: fraction}} + {"details": ..., "provenance": ...}``; NaN is written as null.
+    metrics.json = ``{"run": ..., group: {key: fraction}, "warnings": [...], "details": ..., "provenance": ...}``
+    (``run`` and ``warnings`` only when given); NaN is written as null.
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = {"json": out / "metrics.json", "md": out / "metrics.md", "csv": out / "per_instance.csv"}
-    doc = dict(metrics)
+    doc = {"run": run} if run else {}
+    doc.update(metrics)
+    if warnings:
+        doc["warnings"] = list(warnings)
     if details:
         doc["details"] = _stringify_keys(details)
     doc["provenance"] = prov
     md = metrics_markdown(metrics, title)
+    if warnings:
+        md += "\n" + "\n".join(f"> **Warning:** {w}" for w in warnings) + "\n"
     # write everything to temporaries first, rename last, so a failure leaves no partial set
     write_csv(paths["csv"], per_instance)
     with atomic_write(paths["md"]) as f:

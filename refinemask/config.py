@@ -14,12 +14,24 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 __all__ = [
     "RPNConfig", "BoxHeadConfig", "Schedule", "Preset", "MaskHeadConfig", "FCNMaskConfig", "RefineMaskConfig",
-    "SCHEDULE_1X", "SCHEDULE_2X", "SCHEDULE_3X", "REFINEMASK_HEADS", "REFINEMASK_FUSIONS", "preset_dict",
+    "SCHEDULE_1X", "SCHEDULE_2X", "SCHEDULE_3X", "REFINEMASK_HEADS", "REFINEMASK_FUSIONS", "preset_dict", "run_info",
+    "IMAGENET_WEIGHT_FILES",
 ]
+
+
+#: backbone -> the torchvision ImageNet (IMAGENET1K_V1) state-dict file every preset starts from
+#: (``--backbone-weights``; mmdet's ``torchvision://resnet50`` is the same file). torchvision downloads them to
+#: ``~/.cache/torch/hub/checkpoints/`` on a machine with internet access (``torchvision.models.resnet50(weights=
+#: "IMAGENET1K_V1")``); copy them into one folder for ``rmbench reproduce --backbone-weights DIR``.
+IMAGENET_WEIGHT_FILES = {
+    "resnet50": "resnet50-0676ba61.pth",
+    "resnet101": "resnet101-63fe2227.pth",
+    "resnext101_64x4d": "resnext101_64x4d-173b62eb.pth",
+}
 
 
 @dataclass(frozen=True)
@@ -334,3 +346,19 @@ def preset_dict(*presets: Preset) -> dict[str, Preset]:
             raise ValueError(f"preset {p.name!r} is defined twice")
         out[p.name] = p
     return out
+
+
+def run_info(preset: Preset, dataset: str | None = None, **extra: Any) -> dict[str, Any]:
+    """The ``"run"`` block of metrics.json: preset, method, backbone, schedule, dataset (+ extras; None dropped).
+
+    The trainer and ``rmbench eval --preset`` add ``train`` / ``eval_set`` (see ``reports/protocol.py``).
+    """
+    method = preset.method  # the mask-config class's name of the method
+    ep = preset.schedule.epochs
+    sched = {12: "1x", 24: "2x", 36: "3x"}.get(ep, f"{ep}ep")
+    if preset.schedule.dataset_repeat > 1:
+        sched += f" (x{preset.schedule.dataset_repeat} repeat)"
+    info = {"preset": preset.name, "method": method, "backbone": preset.backbone, "schedule": sched,
+            "dataset": dataset or preset.dataset}
+    info.update({k: v for k, v in extra.items() if v is not None})
+    return info

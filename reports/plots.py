@@ -41,6 +41,48 @@ STAGE_PRESETS = {28: "refinemask_r50_fpn_1x_coco_stages1", 56: "refinemask_r50_f
 
 FORMATS = ("png", "svg")
 
+#: one colour per method (or series) in every figure: a method keeps its colour from Fig. 1 to the F curves
+SERIES_COLORS = {
+    "Mask R-CNN": "tab:blue", "RefineMask": "tab:orange", "PointRend": "tab:green", "HTC": "tab:red",
+    "DeepLabV3+": "tab:purple", "prediction set A": "tab:gray", "perfect 28×28 head": "tab:olive",
+    "perfect 112×112 head": "tab:cyan",
+}
+#: what a non-method series is, for legends (the bundled predictions and the resampled-GT heads are no models)
+SERIES_LABELS = {
+    "prediction set A": "prediction set A (bundled test predictions, not a trained model)",
+    "perfect 28×28 head": "perfect 28×28 head (GT resampled to 28×28: an upper bound, no model)",
+    "perfect 112×112 head": "perfect 112×112 head (GT resampled to 112×112: an upper bound, no model)",
+}
+_PRESET_METHODS = (("mask_rcnn", "Mask R-CNN"), ("refinemask", "RefineMask"), ("point_rend", "PointRend"),
+                   ("htc", "HTC"))
+_EXTRA_COLORS = ("tab:brown", "tab:pink", "black", "gold", "teal", "navy")
+
+
+def series_method(name: str) -> str:
+    """The method a series belongs to: a known series name, a method name with a suffix ("RefineMask R50 (paper)"),
+    or a preset name (``refinemask_r50_fpn_1x_coco`` → RefineMask); else the name itself."""
+    base = name.replace("\n", " ")
+    for known in SERIES_COLORS:
+        if base == known or base.startswith(known + " "):
+            return known
+    for prefix, method in _PRESET_METHODS:
+        if base.startswith(prefix):
+            return method
+    return base
+
+
+def series_color(name: str) -> str:
+    """The colour of a series: its method's (:data:`SERIES_COLORS`), else a stable colour from its name."""
+    method = series_method(name)
+    if method in SERIES_COLORS:
+        return SERIES_COLORS[method]
+    return _EXTRA_COLORS[sum(map(ord, method)) % len(_EXTRA_COLORS)]
+
+
+def series_label(name: str) -> str:
+    """The legend text of a series (:data:`SERIES_LABELS` says what the non-model series are)."""
+    return SERIES_LABELS.get(name, name)
+
 
 def save_figure(fig: Figure, stem: str | os.PathLike, dpi: int = 120) -> list[Path]:
     """Write ``fig`` as ``stem.png`` and ``stem.svg`` atomically; return the paths.
@@ -76,24 +118,32 @@ def plot_boundary_accuracy(values: dict[str, dict[str, float]], stem: str | os.P
     items = [(m, v, False) for m, v in values.items()] + [(f"{m}\n(paper)", v, True) for m, v in (paper or {}).items()]
     if not items:
         raise UsageError("no method to plot: give at least one {method: {boundary, non_boundary}}")
-    fig = Figure(figsize=(max(5.5, 1.3 * len(items) + 1.5), 3.8))
+    from matplotlib.patches import Patch
+
+    fig = Figure(figsize=(max(5.5, 1.3 * len(items) + 1.5), 4.2))
     ax = fig.subplots()
     x = np.arange(len(items))
-    for off, key, label, color in ((-0.19, "boundary", "boundary", "tab:orange"),
-                                   (0.19, "non_boundary", "non-boundary", "tab:blue")):
+    colors = [series_color(m) for m, _, _ in items]
+    for off, key, alpha in ((-0.19, "boundary", 1.0), (0.19, "non_boundary", 0.45)):
         vals = [100 * _num(v.get(key)) for _, v, _ in items]
-        bars = ax.bar(x + off, vals, 0.38, label=label, color=color)
+        bars = ax.bar(x + off, vals, 0.38, color=colors, alpha=alpha, edgecolor=colors)
         for b, (_, _, is_paper), val in zip(bars, items, vals):
-            if is_paper:
+            if is_paper:  # white hatching shows on both the solid and the light bar
                 b.set_hatch("//")
-                b.set_alpha(0.55)
+                b.set_edgecolor("white")
             if not math.isnan(val):
                 ax.text(b.get_x() + b.get_width() / 2, val + 0.8, f"{val:.1f}", ha="center", fontsize=7)
     ax.set_xticks(x, [m for m, _, _ in items], fontsize=8)
     ax.set_ylim(0, 118)
     ax.set_ylabel("pixel accuracy (%)")
     ax.set_title("Boundary vs non-boundary accuracy (paper Fig. 1)", fontsize=10)
-    ax.legend(loc="upper center", ncol=2, fontsize=8, frameon=False)
+    handles = [Patch(facecolor="0.3", label="boundary (left bar)"),
+               Patch(facecolor="0.3", alpha=0.45, label="non-boundary (right bar)")]
+    if paper:
+        handles.append(Patch(facecolor="0.3", edgecolor="white", hatch="//", label="the paper's values"))
+    described = [m for m, _, is_paper in items if not is_paper and m in SERIES_LABELS]
+    handles += [Patch(facecolor=series_color(m), label=series_label(m)) for m in described]
+    ax.legend(handles=handles, loc="upper center", ncol=2, fontsize=7, frameon=False)
     ax.grid(axis="y", alpha=0.3)
     return save_figure(fig, stem)
 
@@ -106,17 +156,24 @@ def _num(v: Any) -> float:
 # Fig. 6
 
 
-def _overlay(img: np.ndarray, masks: Sequence[np.ndarray], alpha: float = 0.4) -> np.ndarray:
-    """Masks as translucent fills with solid contours (the contours show boundary quality)."""
+#: instance colours of Fig. 6 (RGB); a GT instance keeps its colour in every row, unmatched predictions are grey
+INSTANCE_PALETTE = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189), (140, 86, 75),
+                    (227, 119, 194), (188, 189, 34), (23, 190, 207)]
+UNMATCHED_COLOR = (160, 160, 160)
+
+
+def _overlay(img: np.ndarray, masks: Sequence[np.ndarray], alpha: float = 0.4,
+             colors: Sequence[tuple[int, int, int]] | None = None) -> np.ndarray:
+    """Masks as translucent fills with solid contours (the contours show boundary quality); ``colors[k]`` is mask
+    k's RGB colour (default: the palette in order)."""
     import cv2
 
     out = img.astype(np.float32).copy()
-    palette = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189), (140, 86, 75),
-               (227, 119, 194), (188, 189, 34), (23, 190, 207)]
     thick = max(1, round(max(img.shape[:2]) / 250))
     contours = []
     for k, m in enumerate(masks):
-        c = np.array(palette[k % len(palette)], dtype=np.float32)
+        rgb = colors[k] if colors is not None else INSTANCE_PALETTE[k % len(INSTANCE_PALETTE)]
+        c = np.array(rgb, dtype=np.float32)
         sel = m.astype(bool)
         out[sel] = (1 - alpha) * out[sel] + alpha * c
         cs, _ = cv2.findContours(sel.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
@@ -162,23 +219,41 @@ def plot_qualitative(gt: dict, images_dir: str | os.PathLike, results: dict[str,
                                     f"{im['file_name']} as images_dir")
         rgb = bgr[:, :, ::-1]
         h, w = int(im["height"]), int(im["width"])
-        layers = {"image": []}
+        gt_masks = [rle_to_mask(segm_to_rle(a["segmentation"], h, w)) for a in gt["annotations"]
+                    if a["image_id"] == iid and not a.get("iscrowd", 0)]
+        gt_colors = [INSTANCE_PALETTE[k % len(INSTANCE_PALETTE)] for k in range(len(gt_masks))]
+        layers: dict[str, tuple[list, list]] = {"image": ([], [])}
         for method, res in results.items():
-            layers[method] = [rle_to_mask(segm_to_rle(r["segmentation"], h, w)) for r in res
-                              if r["image_id"] == iid and r.get("score", 1.0) >= score_thr]
-        layers["ground truth"] = [rle_to_mask(segm_to_rle(a["segmentation"], h, w)) for a in gt["annotations"]
-                                  if a["image_id"] == iid and not a.get("iscrowd", 0)]
-        for i, (name, masks) in enumerate(layers.items()):
+            masks = [rle_to_mask(segm_to_rle(r["segmentation"], h, w)) for r in res
+                     if r["image_id"] == iid and r.get("score", 1.0) >= score_thr]
+            layers[method] = (masks, [_instance_color(m, gt_masks, gt_colors) for m in masks])
+        layers["ground truth"] = (gt_masks, gt_colors)
+        for i, (name, (masks, colors)) in enumerate(layers.items()):
             ax = axes[i, j]
-            ax.imshow(_overlay(rgb, masks) if masks else rgb)
+            ax.imshow(_overlay(rgb, masks, colors=colors) if masks else rgb)
             ax.set_xticks([])
             ax.set_yticks([])
             if j == 0:
                 ax.set_ylabel(name, fontsize=9)
             if i == 0:
                 ax.set_title(f"image {iid}", fontsize=9)
-    fig.suptitle("Qualitative results (paper Fig. 6)", fontsize=10)
+    fig.suptitle("Qualitative results (paper Fig. 6): an object has one colour in every row (its GT instance's); "
+                 "grey = a prediction that matches no GT (mask IoU < 0.5)", fontsize=9)
     return save_figure(fig, stem, dpi=100)
+
+
+def _instance_color(mask: np.ndarray, gt_masks: Sequence[np.ndarray],
+                    gt_colors: Sequence[tuple[int, int, int]]) -> tuple[int, int, int]:
+    """The colour of the GT instance a predicted mask overlaps most (mask IoU ≥ 0.5), else grey."""
+    m = mask.astype(bool)
+    best, best_iou = None, 0.5
+    for k, g in enumerate(gt_masks):
+        g = g.astype(bool)
+        union = np.count_nonzero(m | g)
+        iou = np.count_nonzero(m & g) / union if union else 0.0
+        if iou >= best_iou:
+            best, best_iou = k, iou
+    return gt_colors[best] if best is not None else UNMATCHED_COLOR
 
 
 def largest_object_images(gt: dict, k: int = 3) -> list[int]:
@@ -265,14 +340,16 @@ def plot_boundary_f_vs_tolerance(curves: dict[str, dict[int, float]], stem: str 
     ax = fig.subplots()
     for method, c in curves.items():
         if c:
-            ax.plot(list(c), [100 * v for v in c.values()], "o-", label=method)
+            ax.plot(list(c), [100 * v for v in c.values()], "o-", color=series_color(method),
+                    label=series_label(method))
     if paper:
         from .tables import load_paper_table
 
         df = load_paper_table(14)
         for _, r in df[df["kind"] == "result"].iterrows():
-            ax.plot([1, 3], [float(r["F_1px"]), float(r["F_3px"])], "o--", mfc="none",
-                    label=f"{r['Model']} {r['Backbone']} (paper)")
+            name = f"{r['Model']} {r['Backbone']} (paper)"
+            ax.plot([1, 3], [float(r["F_1px"]), float(r["F_3px"])], "o--", mfc="none", color=series_color(name),
+                    label=name)
     ns = sorted({n for c in curves.values() for n in c} | ({1, 3} if paper else set()))
     if not ns:
         raise UsageError("no boundary F value to plot")
@@ -315,44 +392,58 @@ def plot_ceiling(rows: Sequence[dict], stem: str | os.PathLike) -> list[Path]:
 
 def plot_ap_vs_mask_size(ceiling_rows: Sequence[dict] | None, stem: str | os.PathLike,
                          ours: dict[int, dict[str, float | None]] | None = None) -> list[Path]:
-    """AP and AP* (percent) versus the mask output size S, log2 axis: Table 3 and the resolution ceiling.
+    """AP and AP* (percent) versus the mask output size S, log2 axes, in two panels with their own scales: left, the
+    trained models of Table 3 (the paper's, and ours when given); right, the resolution ceiling (GT resampled to
+    S×S, an upper bound: its 85-100 % would flatten Table 3's 36-41 % on one axis).
 
     Args:
-        ceiling_rows: ``eval.ceiling.mask_resolution_ceiling`` rows ({S, AP, AP*, ...}; None: leave out).
+        ceiling_rows: ``eval.ceiling.mask_resolution_ceiling`` rows ({S, AP, AP*, ...}; None: the right panel says
+            how to make them).
         stem: output path without extension.
         ours: {S: {"AP": fraction, "AP*": fraction}} from our Table 3 runs (see :func:`table3_runs`).
     """
     from .tables import paper_values
 
-    fig = Figure(figsize=(6.0, 4.2))
-    ax = fig.subplots()
+    fig = Figure(figsize=(10.0, 4.0))
+    left, right = fig.subplots(1, 2)
     t3 = paper_values(3)
     sizes3 = [28, 56, 112, 224]
-    ax.plot(sizes3, t3["AP"].tolist(), "o--", color="tab:blue", mfc="none", label="AP, Table 3 (paper)")
-    ax.plot(sizes3, t3["AP*"].tolist(), "s--", color="tab:orange", mfc="none", label="AP*, Table 3 (paper)")
+    color = series_color("RefineMask")
+    left.plot(sizes3, t3["AP"].tolist(), "o--", color=color, mfc="none", label="AP, RefineMask Table 3 (paper)")
+    left.plot(sizes3, t3["AP*"].tolist(), "s--", color=color, mfc="none", alpha=0.6,
+              label="AP*, RefineMask Table 3 (paper)")
     if ours:
-        s = sorted(ours)
-        for key, marker, color in (("AP", "o-", "tab:blue"), ("AP*", "s-", "tab:orange")):
-            ys = [100 * _num(ours[k].get(key)) for k in s]
+        s_ = sorted(ours)
+        for key, marker, alpha in (("AP", "o-", 1.0), ("AP*", "s-", 0.6)):
+            ys = [100 * _num(ours[k].get(key)) for k in s_]
             if not all(math.isnan(y) for y in ys):
-                ax.plot(s, ys, marker, color=color, label=f"{key}, Table 3 (ours)")
-    allx = set(sizes3) | set(ours or {})
+                left.plot(s_, ys, marker, color=color, alpha=alpha, label=f"{key}, RefineMask Table 3 (ours)")
+    xs = sorted(set(sizes3) | set(ours or {}))
+    left.set_xscale("log", base=2)
+    left.set_xticks(xs, [str(x) for x in xs])
+    left.set_xlabel("mask output size S (pixels)")
+    left.set_ylabel("AP (%)")
+    left.set_title("Trained models (Table 3)", fontsize=10)
+    left.grid(alpha=0.3)
+    left.legend(fontsize=7)
     if ceiling_rows:
         cs = [int(r["S"]) for r in ceiling_rows]
-        allx |= set(cs)
-        ax.plot(cs, [100 * _num(r.get("AP")) for r in ceiling_rows], "o:", color="tab:green",
-                label="AP, ceiling (resampled GT)")
+        gray = "0.35"
+        right.plot(cs, [100 * _num(r.get("AP")) for r in ceiling_rows], "o:", color=gray, label="AP")
         if any(r.get("AP*") is not None for r in ceiling_rows):
-            ax.plot(cs, [100 * _num(r.get("AP*")) for r in ceiling_rows], "s:", color="tab:red",
-                    label="AP*, ceiling (resampled GT)")
-    xs = sorted(allx)
-    ax.set_xscale("log", base=2)
-    ax.set_xticks(xs, [str(x) for x in xs])
-    ax.set_xlabel("mask output size S (pixels)")
-    ax.set_ylabel("AP (%)")
-    ax.set_title("AP / AP* versus mask output size", fontsize=10)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="center right")
+            right.plot(cs, [100 * _num(r.get("AP*")) for r in ceiling_rows], "s:", color=gray, alpha=0.6,
+                       label="AP*")
+        right.set_xscale("log", base=2)
+        right.set_xticks(cs, [str(x) for x in cs])
+        right.legend(fontsize=7)
+    else:
+        right.text(0.5, 0.5, "no ceiling rows\n(run `rmbench demo`)", ha="center", va="center",
+                   transform=right.transAxes)
+    right.set_xlabel("mask output size S (pixels)")
+    right.set_ylabel("AP (%)")
+    right.set_title("Resolution ceiling: GT resampled to S×S (upper bound, no model)", fontsize=10)
+    right.grid(alpha=0.3)
+    fig.suptitle("AP / AP* versus mask output size", fontsize=11)
     return save_figure(fig, stem)
 
 

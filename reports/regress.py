@@ -37,7 +37,7 @@ from typing import Any
 import pandas as pd
 
 from eval.errors import UsageError
-from eval.io import EvalInputError, atomic_write
+from eval.io import EvalInputError, atomic_write, load_json
 from eval.output import COUNT_KEYS
 
 from .tables import load_metrics
@@ -48,6 +48,8 @@ DEFAULT_TOLERANCE = 0.002
 DEFAULT_OVERRIDES = ("speed.*=10%",)
 
 FAILING = {"REGRESSION", "DISAPPEARED", "UNDEFINED NOW", "COUNT CHANGED", "CHANGED", "FILE MISSING"}
+#: the failing status that is not a metric getting worse (``--fail-on change``): never summarised as a regression
+CHANGE_ONLY = {"CHANGED"}
 
 
 @dataclass(frozen=True)
@@ -188,15 +190,39 @@ def _metric_files(path: Path) -> dict[str, Path]:
     if path.is_file():
         return {"": path}
     if path.is_dir():
-        files = {str(p.relative_to(path).as_posix()): p for p in sorted(path.rglob("metrics.json"))}
+        files = {str(p.relative_to(path).as_posix()): p for p in sorted(path.rglob("*metrics.json"))}
         if not files:
-            raise EvalInputError(path, "the folder holds no metrics.json", "pass a metrics.json or a folder of them")
+            raise EvalInputError(path, "the folder holds no metrics.json (nor *_metrics.json)",
+                                 "pass a metrics.json or a folder of them")
         return files
     raise EvalInputError(path, "no such file or folder", "pass a metrics.json or a folder of them")
 
 
+def _gt_hashes(path: Path) -> dict[str, str]:
+    """{role: sha256} of the ground truths a metrics.json was computed on (``provenance.inputs``)."""
+    doc = load_json(path, "metrics.json")
+    inputs = ((doc.get("provenance") or {}).get("inputs") or {}) if isinstance(doc, dict) else {}
+    return {role: v["sha256"] for role, v in inputs.items()
+            if role in ("gt", "lvis_gt") and isinstance(v, dict) and v.get("sha256")}
+
+
+def check_same_gt(baseline: Path, current: Path) -> None:
+    """Refuse to compare metrics computed on different ground truths (their provenance sha256 differ).
+
+    Raises:
+        EvalInputError: naming both files, the ground truth and the option that allows it.
+    """
+    b, c = _gt_hashes(baseline), _gt_hashes(current)
+    for role in sorted(set(b) & set(c)):
+        if b[role] != c[role]:
+            raise EvalInputError(current, f"computed on another {role} than {baseline} (sha256 {c[role][:12]}… vs "
+                                 f"{b[role][:12]}…): the metrics are not comparable",
+                                 "regress against a baseline of the same ground truth, or pass --allow-different-gt",
+                                 record=f"provenance.inputs.{role}")
+
+
 def compare_paths(baseline: str | os.PathLike, current: str | os.PathLike, tolerances: Tolerances | None = None,
-                  fail_on: str = "drop") -> pd.DataFrame:
+                  fail_on: str = "drop", allow_different_gt: bool = False) -> pd.DataFrame:
     """Compare two metrics.json files, or two folders of them paired by relative path.
 
     Returns:
@@ -218,6 +244,8 @@ def compare_paths(baseline: str | os.PathLike, current: str | os.PathLike, toler
             rows.append({"file": rel, "metric": "*", "baseline": None, "current": None, "change": None,
                          "tolerance": "", "status": "FILE MISSING", "fails": True})
             continue
+        if not allow_different_gt:
+            check_same_gt(bf, cfiles[rel])
         rows += compare_metrics(base, load_metrics(cfiles[rel]).metrics, tolerances, fail_on, rel)
     for rel, cf in cfiles.items():
         if rel not in bfiles:
@@ -256,15 +284,17 @@ def report_markdown(df: pd.DataFrame, show: str = "changes") -> str:
         lines.append("| " + " | ".join(str(c) for c in cells) + " |")
     n_fail = int(df["fails"].sum())
     n_changed = int((df["status"] != "ok").sum())
-    summary = (f"{len(df)} metrics compared, {n_changed} not identical, {n_fail} failing: "
-               + ("REGRESSION" if n_fail else "ok"))
+    n_worse = int((df["fails"] & ~df["status"].isin(CHANGE_ONLY)).sum())
+    verdict = "REGRESSION" if n_worse else ("CHANGED (fails with --fail-on change; nothing got worse)" if n_fail
+                                             else "ok")
+    summary = f"{len(df)} metrics compared, {n_changed} not identical, {n_fail} failing: {verdict}"
     body = "\n".join(lines) if len(shown) else "(every metric identical)"
     return body + "\n\n" + summary + "\n"
 
 
 def regress(baseline: str | os.PathLike, current: str | os.PathLike, tolerance_specs: Iterable[str] = (),
             fail_on: str = "drop", show: str = "changes", out: str | os.PathLike | None = None,
-            default: float | None = None) -> tuple[int, str]:
+            default: float | None = None, allow_different_gt: bool = False) -> tuple[int, str]:
     """Run the comparison; return (exit code, printed report).
 
     Exit code 0: no failing metric; 1: a regression (a drop beyond tolerance, a count change, a metric, file or
@@ -272,7 +302,7 @@ def regress(baseline: str | os.PathLike, current: str | os.PathLike, tolerance_s
     """
     try:
         tols = parse_tolerances(list(tolerance_specs), default)
-        df = compare_paths(baseline, current, tols, fail_on)
+        df = compare_paths(baseline, current, tols, fail_on, allow_different_gt)
     except (EvalInputError, ValueError) as e:
         return EXIT_BAD_INPUT, f"rmbench regress: error: {e}\n"
     text = f"rmbench regress: {current} against baseline {baseline} (fail on {fail_on})\n\n" + report_markdown(df, show)

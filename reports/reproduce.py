@@ -189,10 +189,13 @@ def _wrap(cmd: list[str], gpus: int) -> list[str]:
     return cmd
 
 
-def _row_commands(preset: str, data: DataCheck, data_root: str, work_dir: Path, gpus: int) -> list[list[str]]:
+def _row_commands(preset: str, data: DataCheck, data_root: str, work_dir: Path, gpus: int,
+                  backbone_weights: str | None) -> list[list[str]]:
     w = work_dir / preset
     f = data.files
     train = ["rmbench", "train", "--preset", preset, "--data-root", str(data_root), "--work-dir", str(w)]
+    if backbone_weights is not None:
+        train += ["--backbone-weights", str(backbone_weights)]
     infer = ["rmbench", "infer", "--preset", preset, "--checkpoint", str(w / "latest.pth"), "--gt", f["val_gt"],
              "--images", f["val_images"], "--out", str(w / "results.json")]
     if data.dataset == "lvis":
@@ -203,7 +206,8 @@ def _row_commands(preset: str, data: DataCheck, data_root: str, work_dir: Path, 
             ev += ["--lvis-gt", f["lvis_gt"]]
         if "cityscapes_gt_dir" in f:
             ev += ["--cityscapes-gt-dir", f["cityscapes_gt_dir"]]
-    ev += ["--results", str(w / "results.json"), "--out", str(w)]
+    ev += ["--results", str(w / "results.json"), "--preset", preset, "--checkpoint", str(w / "latest.pth"),
+           "--out", str(w)]
     return [_wrap(train, gpus), _wrap(infer, gpus), ev]
 
 
@@ -213,7 +217,8 @@ def _describe(row: pd.Series, labels: list[str]) -> str:
 
 
 def plan_table(n: int, data_root: str | os.PathLike, work_dir: str | os.PathLike, gpus: int = 1,
-               preset: str | None = None, known_presets: set[str] | None = None) -> TablePlan:
+               preset: str | None = None, known_presets: set[str] | None = None,
+               backbone_weights: dict[str, str] | None = None) -> TablePlan:
     """The plan for table ``n``: per row the commands, or the reason it is skipped.
 
     Args:
@@ -224,6 +229,8 @@ def plan_table(n: int, data_root: str | os.PathLike, work_dir: str | os.PathLike
         preset: only the row(s) of this preset (or alias).
         known_presets: the preset names the install can build (the CLI passes the registry's); a row whose preset
             is not among them is planned but marked as not runnable. None: not checked.
+        backbone_weights: preset -> the local ImageNet state dict its ``train`` command gets (``--backbone-weights``);
+            a preset without an entry trains from a random backbone (``rmbench reproduce --random-backbone``).
 
     Raises:
         ValueError: unknown table, ``gpus`` < 1, or ``preset`` not in the table.
@@ -266,7 +273,8 @@ def plan_table(n: int, data_root: str | os.PathLike, work_dir: str | os.PathLike
             else:
                 if known_presets is not None and names[0] not in known_presets:
                     rp.undefined = f"preset {names[0]} is not defined in this install yet"
-                rp.commands = _row_commands(names[0], data, str(data_root), work, int(gpus))
+                rp.commands = _row_commands(names[0], data, str(data_root), work, int(gpus),
+                                            (backbone_weights or {}).get(names[0]))
                 rp.metrics_path = work / names[0] / "metrics.json"
             rows.append(rp)
         if preset is not None and not rows:

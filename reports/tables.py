@@ -33,6 +33,8 @@ import pandas as pd
 from eval.errors import UsageError
 from eval.io import EvalInputError, atomic_write, load_json
 
+from .protocol import check_run
+
 log = logging.getLogger(__name__)
 
 PAPER_DIR = Path(__file__).resolve().parent / "paper"
@@ -42,7 +44,7 @@ META_COLUMNS = ("row", "kind", "gain_of", "method", "backbone", "schedule", "pre
 NOTES_COLUMN = "notes"
 
 #: top-level keys of metrics.json that are not metric groups
-RESERVED_KEYS = ("details", "provenance", "run")
+RESERVED_KEYS = ("details", "provenance", "run", "warnings")
 
 FORMATS = ("md", "tex", "csv", "html")
 TABLE_NUMBERS = tuple(range(1, 15))
@@ -355,7 +357,7 @@ def reproduce_command(n: int, preset: str | None = None, data_root: str = DEFAUL
     cmd = f"rmbench reproduce --table {n}"
     if preset:
         cmd += f" --preset {preset}"
-    return cmd + f" --data-root {data_root} --work-dir {work_dir}"
+    return cmd + f" --data-root {data_root} --work-dir {work_dir} --backbone-weights IMAGENET_DIR"
 
 
 def _table12_value(doc: dict, size: int, variant: str | None, d: int) -> float | None:
@@ -394,6 +396,7 @@ def table_frame(n: int, runs: RunSet | None = None, *, data_root: str = DEFAULT_
                          f"{', '.join(t12[1]['mean_iou'])}")
     records: list[dict[str, Any]] = []
     ours_by_row: dict[int, dict[str, float]] = {}
+    not_comparable: list[tuple[str, Run, dict[str, list[str]]]] = []
     for _, prow in df.iterrows():
         rec: dict[str, Any] = {c: prow[c] for c in labels}
         rnum, kind = int(prow["row"]), prow["kind"].strip() or "result"
@@ -415,13 +418,28 @@ def table_frame(n: int, runs: RunSet | None = None, *, data_root: str = DEFAULT_
         else:
             names = row_names(prow)
             run = runs.find(names)
+            blocked: dict[str, list[str]] = {}
+            if run is not None:
+                groups = sorted({spec.paths[m][0] for m in metrics if spec.paths[m][0] in run.metrics})
+                checks = check_run(run.info, spec.dataset, groups)
+                blocked = {g: r for g, r in checks.items() if r}
+                if len(blocked) == len(groups):  # nothing comparable: the row stays empty, the run is listed
+                    not_comparable.append((_describe_row(prow, labels), run, blocked))
+                    run = None
             if run is not None:
                 factor = {m: _DISPLAY.get(m, _DEFAULT_DISPLAY)[0] for m in metrics}
-                vals = {m: run.value(*spec.paths[m]) for m in metrics}
+                vals = {m: (None if spec.paths[m][0] in blocked else run.value(*spec.paths[m])) for m in metrics}
                 ours = {m: (math.nan if v is None else v * factor[m]) for m, v in vals.items()}
                 absent = sorted({spec.paths[m][0] for m in metrics  # groups the paper fills but the run lacks
                                  if not math.isnan(_to_float(prow[m])) and spec.paths[m][0] not in run.metrics})
-                run_kind, run_text = "run", run.name + (f" (no {', '.join(absent)})" if absent else "")
+                run_text = run.name + (f" (no {', '.join(absent)})" if absent else "")
+                if blocked:
+                    run_text += f" ({', '.join(sorted(blocked))} not comparable)"
+                device = (run.info.get("speed_protocol") or {}).get("device")
+                if "speed" in groups and "speed" not in blocked and device:
+                    run_text += f" (fps on {device})"
+                    not_comparable.append((_describe_row(prow, labels), run, blocked))
+                run_kind = "run"
             elif names:
                 run_kind, run_text = "cmd", reproduce_command(n, names[0], data_root, work_dir)
             else:
@@ -434,7 +452,22 @@ def table_frame(n: int, runs: RunSet | None = None, *, data_root: str = DEFAULT_
         records.append(rec)
     cols = [*labels, *[c for m in metrics for c in (m, f"{m} paper", f"Δ{m}")], "run", "_kind", "_run_kind",
             "_notes", "_row"]
-    return pd.DataFrame.from_records(records, columns=cols)
+    frame = pd.DataFrame.from_records(records, columns=cols)
+    frame.attrs["not_comparable"] = [
+        {"row": row, "run": run.name, "path": str(run.path),
+         "reasons": sorted({r for reasons in blocked.values() for r in reasons}), "groups": sorted(blocked)}
+        for row, run, blocked in not_comparable]
+    return frame
+
+
+def _describe_row(prow: pd.Series, labels: list[str]) -> str:
+    return " ".join(str(prow[c]).strip() for c in labels if str(prow[c]).strip()) or f"row {prow['row']}"
+
+
+def not_comparable_lines(frame: pd.DataFrame) -> list[str]:
+    """One line per run that matched a row by name but not by protocol: "row — run: reasons"."""
+    return [f"{nc['row']} — `{nc['run']}` ({nc['path']}): {'; '.join(nc['reasons'])}"
+            for nc in frame.attrs.get("not_comparable", [])]
 
 
 def filled_rows(frame: pd.DataFrame) -> tuple[int, int]:
@@ -506,6 +539,10 @@ def render_markdown(frame: pd.DataFrame, n: int) -> str:
     notes = row_notes(frame)
     if notes:
         lines += ["", "Notes on the paper's rows:", ""] + [f"- {rows}: {t}" for rows, t in notes]
+    nc = not_comparable_lines(frame)
+    if nc:
+        lines += ["", "Runs not comparable with the paper's protocol (not shown in the table):", ""]
+        lines += [f"- {_md_escape(t)}" for t in nc]
     return "\n".join(lines) + "\n"
 
 
@@ -555,6 +592,7 @@ def render_latex(frame: pd.DataFrame, n: int) -> str:
             lines.append(f"% row {r['_row']}: run {r['run']}")
         if r["_notes"]:
             lines.append(f"% row {r['_row']} note: {r['_notes']}")
+    lines += [f"% not comparable: {t}" for t in not_comparable_lines(frame)]
     return "\n".join(lines) + "\n"
 
 
@@ -565,7 +603,35 @@ def render_csv(frame: pd.DataFrame, n: int) -> str:
     return disp.to_csv(index=False, lineterminator="\n")
 
 
+_PAGE_CSS = """
+body { font-family: -apple-system, "Segoe UI", Helvetica, Arial, sans-serif; margin: 2em auto; max-width: 1400px;
+       color: #222; padding: 0 1em; }
+table.rmbench-table { border-collapse: collapse; font-size: 13px; margin: 0.5em 0 1.5em; }
+table.rmbench-table th, table.rmbench-table td { border-bottom: 1px solid #ddd; padding: 3px 8px; text-align: right; }
+table.rmbench-table th { background: #f4f4f4; }
+table.rmbench-table td:first-child, table.rmbench-table th:first-child { text-align: left; }
+table.rmbench-index td, table.rmbench-index th { padding: 2px 10px; text-align: left; }
+figure { display: inline-block; margin: 0.5em; max-width: 640px; vertical-align: top; }
+figure img { max-width: 100%; border: 1px solid #eee; }
+figcaption { font-size: 12px; color: #555; }
+section { margin-bottom: 2em; }
+"""
+
+
+def html_page(title: str, body: str) -> str:
+    """A standalone HTML page (inline style, no script, nothing fetched from the network) around ``body``."""
+    return (f"<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
+            f"<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n"
+            f"<title>{html.escape(title)}</title>\n<style>{_PAGE_CSS}</style>\n</head>\n<body>\n{body}\n</body>\n"
+            f"</html>\n")
+
+
 def render_html(frame: pd.DataFrame, n: int) -> str:
+    """Table ``n`` as a standalone HTML page (:func:`html_page` around :func:`render_html_fragment`)."""
+    return html_page(f"Table {n}: {table_spec(n).title}", render_html_fragment(frame, n))
+
+
+def render_html_fragment(frame: pd.DataFrame, n: int) -> str:
     """Table ``n`` as an HTML fragment: heading, units line, ``<table>``, row notes."""
     title, sub = _header(n, frame)
     disp = _display_frame(frame, n)
@@ -575,6 +641,10 @@ def render_html(frame: pd.DataFrame, n: int) -> str:
     parts = [f"<h3>{html.escape(title)}</h3>", f"<p>{html.escape(sub)}</p>", table]
     if notes:
         parts.append("<ul>" + "".join(f"<li>{rows}: {html.escape(t)}</li>" for rows, t in notes) + "</ul>")
+    nc = not_comparable_lines(frame)
+    if nc:
+        parts.append("<p>Runs not comparable with the paper's protocol (not shown in the table):</p><ul>"
+                     + "".join(f"<li>{html.escape(t.replace('`', ''))}</li>" for t in nc) + "</ul>")
     return "\n".join(parts) + "\n"
 
 
@@ -609,8 +679,11 @@ def write_text(path: str | os.PathLike, text: str) -> Path:
 
 
 def render_all(runs: RunSet | Sequence[str | os.PathLike] | None, out_dir: str | os.PathLike, fmt: str = "md",
-               **kwargs: Any) -> dict[int, dict[str, Any]]:
+               plots: Sequence[str | os.PathLike] = (), **kwargs: Any) -> dict[int, dict[str, Any]]:
     """Write every table as ``out_dir/tableNN.<fmt>`` and an index (``index.md``, or ``index.html`` for html).
+
+    With ``fmt="html"`` every file is a standalone page and ``index.html`` holds every table and the ``plots``
+    (image files, shown by their path relative to ``out_dir``; SVGs are preferred over PNGs of the same stem).
 
     Returns:
         {table number: {"path", "filled", "total", "title"}}.
@@ -620,22 +693,46 @@ def render_all(runs: RunSet | Sequence[str | os.PathLike] | None, out_dir: str |
     rs = runs if isinstance(runs, RunSet) else collect_runs(runs)
     out = Path(out_dir)
     summary: dict[int, dict[str, Any]] = {}
+    fragments = []
     for n in TABLE_NUMBERS:
         frame = table_frame(n, rs, **kwargs)
         path = write_text(out / f"table{n:02d}.{fmt}", _RENDERERS[fmt](frame, n))
         filled, total = filled_rows(frame)
         summary[n] = {"path": path, "filled": filled, "total": total, "title": TABLES[n].title}
-    write_text(out / ("index.html" if fmt == "html" else "index.md"), index_text(summary, fmt))
+        if fmt == "html":
+            fragments.append(f"<section id=\"table{n:02d}\">\n{render_html_fragment(frame, n)}</section>")
+    if fmt == "html":
+        body = index_text(summary, fmt) + "\n".join(fragments) + _plots_html(plots, out)
+        write_text(out / "index.html", html_page("RefineMask (CVPR 2021): our runs beside the paper's tables", body))
+    else:
+        write_text(out / "index.md", index_text(summary, fmt))
     return summary
+
+
+def _plots_html(plots: Sequence[str | os.PathLike], out: Path) -> str:
+    chosen: dict[str, Path] = {}
+    for p in map(Path, plots):
+        key = str(p.with_suffix(""))
+        if key not in chosen or p.suffix == ".svg":
+            chosen[key] = p
+    if not chosen:
+        return ""
+    figs = []
+    for p in chosen.values():
+        rel = os.path.relpath(p, out)
+        figs.append(f"<figure><img src=\"{html.escape(rel)}\" alt=\"{html.escape(p.stem)}\">"
+                    f"<figcaption>{html.escape(p.stem)}</figcaption></figure>")
+    return "\n<section id=\"plots\">\n<h2>Plots</h2>\n" + "\n".join(figs) + "\n</section>\n"
 
 
 def index_text(summary: dict[int, dict[str, Any]], fmt: str = "md") -> str:
     """The index of :func:`render_all`: one line per table with its rows filled and its file."""
     if fmt == "html":
-        rows = "".join(f"<tr><td>{n}</td><td><a href=\"{s['path'].name}\">{html.escape(s['title'])}</a></td>"
-                       f"<td>{s['filled']} / {s['total']}</td></tr>" for n, s in summary.items())
+        rows = "".join(f"<tr><td>{n}</td><td><a href=\"#table{n:02d}\">{html.escape(s['title'])}</a></td>"
+                       f"<td>{s['filled']} / {s['total']}</td><td><a href=\"{s['path'].name}\">{s['path'].name}</a>"
+                       f"</td></tr>" for n, s in summary.items())
         return ("<h2>RefineMask (CVPR 2021): our runs beside the paper's tables</h2>\n<table class=\"rmbench-index\">"
-                "<tr><th>table</th><th>title</th><th>rows filled</th></tr>" + rows + "</table>\n")
+                "<tr><th>table</th><th>title</th><th>rows filled</th><th>page</th></tr>" + rows + "</table>\n")
     lines = ["# RefineMask (CVPR 2021): our runs beside the paper's tables", "",
              "| table | title | rows filled | file |", "|---:|:---|---:|:---|"]
     lines += [f"| {n} | {s['title']} | {s['filled']} / {s['total']} | [{s['path'].name}]({s['path'].name}) |"

@@ -53,3 +53,14 @@ def test_overfit_two_coco_images_reproduces_masks(tmp_path):
     assert {r["image_id"] for r in results} == set(DEFAULT_IMAGE_IDS)
     ckpt = load_checkpoint(work / "latest.pth")
     assert ckpt["iter"] == 40 and ckpt["preset"] == "mask_rcnn_r50_fpn_1x_coco"
+    # what the run was, for the paper tables: 40 iterations on 2 images from a random backbone, scored on those 2
+    train = doc["run"]["train"]
+    assert (train["images"], train["iterations"], train["backbone_weights"]) == (2, 40, "random")
+    assert doc["run"]["eval_set"]["images"] == 2 and ckpt["run"]["train"]["iterations"] == 40
+    from reports.tables import collect_runs, table_frame
+
+    frame = table_frame(1, collect_runs([work]))
+    assert (frame["_run_kind"] == "run").sum() == 0  # the toy run fills no COCO val2017 row …
+    [nc] = frame.attrs["not_comparable"]  # … and is listed with its reasons
+    assert nc["run"] == "mask_rcnn_r50_fpn_1x_coco" and any("trained 40 iterations on 2 images" in r
+                                                             for r in nc["reasons"])

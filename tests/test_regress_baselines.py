@@ -26,7 +26,7 @@ HOW_TO_UPDATE = ("\nIf this change is intended: rmbench demo --out runs/demo && 
                  "reports/baselines/demo_eval_metrics.json (for the training baseline: python -c 'from "
                  "tests.test_regress_baselines import overfit_training as f; from pathlib import Path; "
                  "print(f(Path(\"runs/overfit_baseline\")))' and copy that metrics.json to "
-                 "reports/baselines/overfit_mask_rcnn_metrics.json), and say why in the commit message "
+                 "reports/baselines/overfit_mask_rcnn_40iter_metrics.json), and say why in the commit message "
                  "(README: Reports).")
 
 
@@ -67,7 +67,7 @@ def overfit_training(out: Path) -> Path:
 #: 0.85/0.75/0.70), so only a real break of the training path (AP near 0) fails it.
 PRODUCERS = {
     "demo_eval_metrics.json": (demo_evaluation, [NOISE], "change"),
-    "overfit_mask_rcnn_metrics.json": (overfit_training, ["0.1"], "drop"),
+    "overfit_mask_rcnn_40iter_metrics.json": (overfit_training, ["0.1"], "drop"),
 }
 
 

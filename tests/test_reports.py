@@ -179,10 +179,19 @@ def test_every_printed_number_is_transcribed():
 # Fake runs and rendering
 
 
-def _write_run(folder: Path, groups: dict, run: dict | None = None, created: str = "2026-01-01T00:00:00+00:00"):
+#: the run-block fields of a run made with the paper's protocol (reports/protocol.py): COCO val2017, the AP*
+#: ground truth, training declared as the paper's
+PAPER_PROTOCOL = {"eval_set": {"name": "coco_val2017", "images": 5000},
+                  "lvis_eval_set": {"name": "lvis_v0.5_val_cocofied", "images": 5000},
+                  "train": {"declared": "the paper's protocol (test fixture)"},
+                  "speed_protocol": {"precision": "fp32", "batch_size": 1}}
+
+
+def _write_run(folder: Path, groups: dict, run: dict | None = None, created: str = "2026-01-01T00:00:00+00:00",
+               protocol: dict | None = PAPER_PROTOCOL):
     doc = dict(groups)
-    if run is not None:
-        doc["run"] = run
+    if run is not None or protocol is not None:
+        doc["run"] = {**(protocol or {}), **(run or {})}
     doc["details"] = {"note": "ignored by reports"}
     doc["provenance"] = {"created_utc": created}
     write_json(folder / "metrics.json", doc)
@@ -282,7 +291,7 @@ def test_values_differences_and_missing_rows(fake_runs):
     md = render_table(1, [fake_runs])
     assert "| Mask R-CNN | R50-FPN | 1× | 34.7 | 34.7 | 0.0 |" in md
     assert ("`rmbench reproduce --table 1 --preset mask_rcnn_r101_fpn_1x_coco --data-root data --work-dir "
-            "runs/reproduce`") in md
+            "runs/reproduce --backbone-weights IMAGENET_DIR`") in md  # the command that fills the row, runnable
     assert "2 of 10 rows filled" in md
     t3 = render_table(3, [fake_runs])
     assert "| 1 | 28×28 | 35.7 | 35.7 | 0.0 |" in t3 and "`refinemask_r50_fpn_1x_coco_stages1`" in t3
@@ -497,7 +506,7 @@ def _reproduce(*args: str) -> tuple[int, str]:
 
 def test_reproduce_dry_run_plans_every_table_on_the_bundled_data(tmp_path):
     code, text = _reproduce("--all", "--data-root", str(DATA), "--work-dir", str(tmp_path / "w"), "--dry-run",
-                            "--gpus", "2")
+                            "--gpus", "2", "--random-backbone")
     assert code == 0
     for n in range(1, 15):
         assert f"# Table {n}: {tables.TABLES[n].title}" in text
@@ -518,7 +527,7 @@ def test_reproduce_dry_run_plans_every_table_on_the_bundled_data(tmp_path):
 
 def test_reproduce_dry_run_single_gpu_and_preset_filter(tmp_path):
     code, text = _reproduce("--table", "3", "--data-root", str(DATA), "--work-dir", str(tmp_path), "--dry-run",
-                            "--preset", "refinemask_r50_fpn_1x_coco_stages2")
+                            "--preset", "refinemask_r50_fpn_1x_coco_stages2", "--random-backbone")
     assert code == 0 and "torchrun" not in text
     assert "rmbench train --preset refinemask_r50_fpn_1x_coco_stages2" in text and "row 1:" not in text
     code, text = _reproduce("--table", "3", "--data-root", str(DATA), "--work-dir", str(tmp_path), "--dry-run",
@@ -532,7 +541,7 @@ def test_reproduce_dry_run_single_gpu_and_preset_filter(tmp_path):
 def test_reproduce_run_refuses_without_the_model_commands(tmp_path, monkeypatch):
     monkeypatch.setattr(reproduce_cli, "available_commands", lambda: {"eval", "demo"})
     monkeypatch.setattr(reproduce_cli, "defined_presets", lambda: None)
-    code, text = _reproduce("--table", "1", "--data-root", str(DATA), "--work-dir", str(tmp_path))
+    code, text = _reproduce("--table", "1", "--data-root", str(DATA), "--work-dir", str(tmp_path), "--random-backbone")
     assert code == 1 and "no `rmbench infer`/`rmbench train`" in text
 
 
@@ -545,26 +554,35 @@ def test_reproduce_runs_rows_skips_done_ones_and_renders(tmp_path, monkeypatch, 
             w = Path(cmd[cmd.index("--work-dir") + 1])
             for where in (w, w / "eval" / "iter_10"):
                 _write_run(where, _coco(0.2), {"preset": "mask_rcnn_r50_fpn_1x_coco", "iteration": 10})
-        if cmd[:2] == ["rmbench", "eval"]:
+        if cmd[:2] == ["rmbench", "eval"]:  # as `rmbench eval --preset P` on the full COCO val2017 would write
             out = Path(cmd[cmd.index("--out") + 1])
-            doc = {**_coco(0.351, (0.23, 0.45, 0.55)), "provenance": {
+            doc = {"run": {"preset": cmd[cmd.index("--preset") + 1], **PAPER_PROTOCOL},
+                   **_coco(0.351, (0.23, 0.45, 0.55)), "provenance": {
                 "inputs": {"results": {"path": cmd[cmd.index("--results") + 1]}}}}
             write_json(out / "metrics.json", doc)
 
     monkeypatch.setattr(reproduce_cli, "available_commands", lambda: {"train", "infer", "eval", "demo", "cocofy-lvis"})
     monkeypatch.setattr(reproduce_cli, "defined_presets", lambda: {"mask_rcnn_r50_fpn_1x_coco"})
     monkeypatch.setattr(reproduce_cli, "_run", fake_run)
-    code, text = _reproduce("--table", "14", "--data-root", str(DATA), "--work-dir", str(tmp_path))
+    weights = tmp_path / "imagenet"
+    weights.mkdir()
+    (weights / "resnet50-0676ba61.pth").write_bytes(b"stand-in")  # the plan only checks the file is there
+    code, text = _reproduce("--table", "14", "--data-root", str(DATA), "--work-dir", str(tmp_path),
+                            "--backbone-weights", str(weights))
     assert code == 0
     assert [c[1] for c in calls] == ["cocofy-lvis", "train", "infer", "eval"]  # row 3's preset is not defined yet
+    train = next(c for c in calls if c[1] == "train")
+    assert train[train.index("--backbone-weights") + 1] == str(weights / "resnet50-0676ba61.pth")
     doc = json.loads((tmp_path / "mask_rcnn_r50_fpn_1x_coco" / "metrics.json").read_text())
-    assert doc["run"] == {"preset": "mask_rcnn_r50_fpn_1x_coco", "method": "Mask R-CNN", "backbone": "R50-FPN",
-                          "schedule": "1×", "dataset": "coco"}
+    keys = ("preset", "method", "backbone", "schedule", "dataset")
+    assert {k: doc["run"][k] for k in keys} == {"preset": "mask_rcnn_r50_fpn_1x_coco", "method": "Mask R-CNN",
+                                                 "backbone": "R50-FPN", "schedule": "1×", "dataset": "coco"}
     md = (tmp_path / "tables" / "table14.md").read_text()
     assert "| Mask R-CNN | R50-FPN | 35.1 | 34.7 | +0.4 |" in md and "1 of 3 rows filled" in md
     assert "two runs named" not in caplog.text  # the training snapshot under eval/iter_10 gives way silently
     calls.clear()
-    code, text = _reproduce("--table", "14", "--data-root", str(DATA), "--work-dir", str(tmp_path))
+    code, text = _reproduce("--table", "14", "--data-root", str(DATA), "--work-dir", str(tmp_path),
+                            "--backbone-weights", str(weights))
     assert code == 0 and [c[1] for c in calls] == ["cocofy-lvis"] and "exists, skipping" in text
     # a training snapshot alone does not count as done
     (tmp_path / "mask_rcnn_r50_fpn_1x_coco" / "results.json").unlink(missing_ok=True)

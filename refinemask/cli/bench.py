@@ -129,6 +129,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "torch.utils.flop_counter) and report the GMAC ratio beside the latency ratio")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     p.add_argument("--out", type=Path, default=None, help="also write the JSON object to this file")
+    p.add_argument("--run-dir", type=Path, default=None, metavar="DIR",
+                   help="merge a `speed` group (fps, latency, GMACs, parameters) and its protocol into "
+                   "DIR/metrics.json (created with a run block naming --preset if missing), for `rmbench report "
+                   "--table 2 --runs DIR`")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -246,11 +250,57 @@ def run(args: argparse.Namespace) -> int:
     text = json.dumps(obj, indent=2, default=str)
     if args.out is not None:
         write_json(args.out, obj)
+    if args.run_dir is not None:
+        path = merge_speed(args.run_dir, preset, obj, main_res)
+        print(f"wrote the speed group of {preset.name} into {path}")
     if args.json:
         print(text)
     else:
         print(_table(results, obj))
     return 0
+
+
+#: what the timed region of ``rmbench bench`` includes (recorded beside every fps that reaches a table)
+TIMED_REGION = ("host-to-device copy of the preprocessed image, backbone, FPN, RPN, RoI heads, NMS, mask branch, "
+                "mask paste at the original size (>= 0.5) and device-to-host copy; not JPEG decoding, resize, "
+                "normalisation or padding")
+
+
+def merge_speed(run_dir: Path, preset, obj: dict, main_res: dict) -> Path:
+    """Merge the ``speed`` group and ``run.speed_protocol`` into ``run_dir/metrics.json`` (atomically).
+
+    The group holds numbers only (fps, latency p50/p90/mean in ms, GMACs, parameters, batch, images timed); the
+    protocol (device, precision, weights, fixed detections, what the timer includes) goes into the run block.
+
+    Raises:
+        UsageError: the file exists and names another preset in its run block.
+    """
+    from eval.io import load_json
+    from refinemask.config import run_info
+
+    path = Path(run_dir) / "metrics.json"
+    doc = load_json(path, "metrics.json") if path.is_file() else {}
+    if not isinstance(doc, dict):
+        raise UsageError(f"{path}: not a metrics.json object. Fix: pass another --run-dir")
+    run = doc.get("run") if isinstance(doc.get("run"), dict) else {}
+    if run.get("preset") not in (None, preset.name):
+        raise UsageError(f"{path} is a run of preset {run['preset']!r}, not {preset.name!r}. Fix: pass the run folder "
+                         f"of {preset.name} as --run-dir")
+    model = obj["model"]
+    speed = {"fps": obj["fps"], "latency_ms_p50": obj["latency_ms_p50"], "latency_ms_p90": obj["latency_ms_p90"],
+             "latency_ms_mean": obj["latency_ms_mean"], "batch_size": 1, "images_timed": main_res["images_timed"],
+             "params": model.get("params"), "gmacs": main_res.get("gmacs")}
+    speed = {k: v for k, v in speed.items() if v is not None}
+    protocol = {"device": f"{obj['device']} ({obj['device_name']})", "precision": obj["precision"],
+                "batch_size": 1, "fixed_dets": obj["fixed_dets"], "weights": model.get("weights"),
+                "test_scale": model.get("test_scale"), "warmup": obj["warmup"], "torch": obj["torch"],
+                "interleaved": obj["interleaved"], "timed_region": TIMED_REGION}
+    run = {**run_info(preset), **run, "speed_protocol": protocol}
+    groups = {k: v for k, v in doc.items() if k not in ("run", "speed")}
+    out = {"run": run, **groups, "speed": speed}
+    out.setdefault("provenance", obj["provenance"])
+    write_json(path, out)
+    return path
 
 
 def _table(results: list[BenchResult], obj: dict) -> str:

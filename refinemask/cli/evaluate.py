@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from eval.errors import UsageError
@@ -29,6 +30,13 @@ def add_eval_arguments(p: argparse.ArgumentParser) -> None:
                    help="F_npx on the full image (default) or the RefineMask tool's enlarged GT box")
     p.add_argument("--boundary-acc-d", type=float, default=2.0, help="d̂ of the Fig. 1 boundary band, pixels")
     p.add_argument("--score-thr", type=float, default=0.05, help="positive-prediction score for boundary F/accuracy")
+    p.add_argument("--preset", help="the preset that made the results: writes the run block (preset, method, "
+                   "backbone, schedule, evaluation set) so `rmbench report` can place the run in the paper's tables")
+    p.add_argument("--checkpoint", type=Path, help="with --preset: the `rmbench train` checkpoint that made the "
+                   "results; its training record (data, iterations, backbone weights) goes into run.train")
+    p.add_argument("--trained-as-paper", action="store_true",
+                   help="with --preset: declare that the model was trained elsewhere with the paper's protocol "
+                   "(full training set and schedule, ImageNet backbone); recorded as such in run.train")
     p.add_argument("--keep-bbox", action="store_true", help="keep `bbox` in results: detection areas from boxes "
                    "(RefineMask-compatible APs/APm/APl); default pops it as detectron2 and mmdet 3.x do")
 
@@ -40,6 +48,14 @@ def run_eval(args) -> int:
 
     if args.gt is None and args.lvis_gt is None:
         raise UsageError("give at least one ground truth: --gt (COCO json) and/or --lvis-gt (LVIS json)")
+    if (args.trained_as_paper or args.checkpoint) and not args.preset:
+        raise UsageError("--trained-as-paper / --checkpoint describe how a preset was trained: give --preset too")
+    if args.trained_as_paper and args.checkpoint:
+        raise UsageError("give --checkpoint (trained here) or --trained-as-paper (trained elsewhere), not both")
+    if args.preset:
+        from refinemask.registry import get_preset
+
+        get_preset(args.preset)  # refuses an unknown name (with the closest ones) before any work
     gt = load_gt(args.gt, "coco") if args.gt else None
     lvis_gt = load_gt(args.lvis_gt, "lvis") if args.lvis_gt else None
     params = EvalParams(boundary_f_window=args.boundary_f_window, boundary_acc_d=args.boundary_acc_d,
@@ -55,11 +71,40 @@ def run_eval(args) -> int:
                        "lvis_results": args.lvis_results},
                       params={**vars(params), "metrics": ev.metrics,
                               "dt_area_source": "bbox" if args.keep_bbox else "mask"})
+    run = _run_block(args, gt, lvis_gt) if args.preset else None
     paths = write_evaluation(args.out, out.metrics, prov, out.per_instance, out.details,
-                             title=f"Evaluation of {args.results.name}")
+                             title=f"Evaluation of {args.results.name}", run=run, warnings=out.warnings)
+    for w in out.warnings:
+        print(f"rmbench eval: warning: {w}", file=sys.stderr)
     print(metrics_markdown(out.metrics))
     print(f"wrote {paths['json']}, {paths['md']}, {paths['csv']}")
     return 0
+
+
+def _run_block(args, gt: dict | None, lvis_gt: dict | None) -> dict:
+    """The metrics.json ``run`` block of ``rmbench eval --preset P`` (reports/protocol.py reads it)."""
+    from eval.output import split_info
+    from refinemask.config import run_info
+    from refinemask.registry import get_preset
+
+    run = run_info(get_preset(args.preset))
+    if args.gt is not None:
+        run["eval_set"] = split_info(args.gt, gt)
+    if args.lvis_gt is not None:
+        run["lvis_eval_set"] = split_info(args.lvis_gt, lvis_gt)
+    if args.trained_as_paper:
+        run["train"] = {"declared": "trained outside this harness with the paper's protocol (rmbench eval "
+                                    "--trained-as-paper)"}
+    if args.checkpoint:
+        from refinemask.engine.checkpoint import check_preset, load_checkpoint
+
+        ckpt = load_checkpoint(args.checkpoint)  # weights_only; names the file when it is not a checkpoint
+        check_preset(ckpt, args.preset, args.checkpoint)
+        train = (ckpt.get("run") or {}).get("train") if isinstance(ckpt.get("run"), dict) else None
+        run["train"] = train if isinstance(train, dict) else {"checkpoint": str(args.checkpoint), "note": "the "
+                                                              "checkpoint records no training (a bare state dict)"}
+        run["checkpoint"] = str(args.checkpoint)
+    return run
 
 
 def add_cocofy_arguments(p: argparse.ArgumentParser) -> None:

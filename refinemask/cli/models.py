@@ -151,6 +151,9 @@ def run_train(args) -> int:
         losses = ", ".join(f"{k} {v:.4f}" for k, v in sorted(summary["losses"].items()))
         print(f"trained {summary['iter']} iterations in {summary['time_s']:.1f} s; last losses: {losses}")
         print(f"checkpoint: {summary['checkpoint']}")
+        if args.backbone_weights is None:
+            print("backbone: RANDOMLY initialised (no --backbone-weights): this run never fills a paper row; pass "
+                  "the torchvision ImageNet state dict for that", file=sys.stderr)
         if summary["metrics"]:
             from eval.output import metrics_markdown
 
@@ -222,6 +225,9 @@ def run_infer(args) -> int:
 
                 run = run_info(preset, checkpoint=str(args.checkpoint),
                                iteration=ckpt.get("iter") if isinstance(ckpt.get("iter"), int) else None)
+                trained = ckpt.get("run", {}).get("train") if isinstance(ckpt.get("run"), dict) else None
+                if isinstance(trained, dict):
+                    run["train"] = trained
                 metrics = evaluate_results(results, args.gt, args.eval_out, run=run,
                                            metrics=[m.strip() for m in args.metrics.split(",") if m.strip()],
                                            inputs={"results": args.out, "checkpoint": args.checkpoint},

@@ -42,17 +42,21 @@ def run_report(args) -> int:
           "table12_d": args.table12_d}
     if args.all:
         out = args.out or Path("runs/tables")
-        summary = render_all(runs, out, args.format, **kw)
-        for n, s in summary.items():
-            print(f"Table {n:2d}: {s['filled']:2d} / {s['total']:2d} rows filled  {s['path']}")
+        plot_paths = []
         if args.plots:
             from eval.io import load_json
             from reports.plots import plots_from_runs
 
             ceilings = [f for r in args.runs if r.is_dir() for f in sorted(r.rglob("ceiling.json"))]
             rows = load_json(ceilings[0], "ceiling.json")["rows"] if ceilings else None
-            for path in plots_from_runs(runs, out / "plots", rows):
+            plot_paths = plots_from_runs(runs, out / "plots", rows)
+            for path in plot_paths:
                 print(f"wrote {path}")
+        summary = render_all(runs, out, args.format, plots=plot_paths, **kw)
+        for n, s in summary.items():
+            print(f"Table {n:2d}: {s['filled']:2d} / {s['total']:2d} rows filled  {s['path']}")
+        if args.format == "html":
+            print(f"wrote {out / 'index.html'} (every table and plot, a standalone page)")
         return 0
     text = render_table(args.table, runs, args.format, **kw)
     if args.out:
@@ -72,12 +76,15 @@ def add_regress_arguments(p: argparse.ArgumentParser) -> None:
                    help="drop (default): only metrics that got worse fail; change: any change beyond tolerance fails")
     p.add_argument("--show", choices=("changes", "all"), default="changes", help="rows to print (default changes)")
     p.add_argument("--out", type=Path, help="also write the report (markdown) to this file")
+    p.add_argument("--allow-different-gt", action="store_true",
+                   help="compare files computed on different ground truths (their provenance sha256 differ)")
 
 
 def run_regress(args) -> int:
     from reports.regress import regress
 
-    code, text = regress(args.baseline, args.current, args.tolerance, args.fail_on, args.show, args.out)
+    code, text = regress(args.baseline, args.current, args.tolerance, args.fail_on, args.show, args.out,
+                         allow_different_gt=args.allow_different_gt)
     print(text, end="", file=sys.stderr if code == 2 else sys.stdout)
     return code
 
@@ -91,12 +98,62 @@ def add_reproduce_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--gpus", type=int, default=1, help="processes per node for train and infer (torchrun if > 1)")
     p.add_argument("--preset", help="only the row of this preset")
     p.add_argument("--dry-run", action="store_true", help="print the plan, run nothing")
+    bw = p.add_mutually_exclusive_group()
+    bw.add_argument("--backbone-weights", type=Path, metavar="DIR",
+                    help="folder of the torchvision ImageNet state dicts every train command starts from: "
+                    + ", ".join(_weight_files()) + " (only those the planned presets use are needed)")
+    bw.add_argument("--random-backbone", action="store_true",
+                    help="train from randomly initialised backbones (never comparable with the paper's rows)")
+
+
+def _weight_files() -> list[str]:
+    from refinemask.config import IMAGENET_WEIGHT_FILES
+
+    return list(IMAGENET_WEIGHT_FILES.values())
+
+
+def resolve_backbone_weights(presets: list[str], weights_dir: Path | None, random_backbone: bool) -> dict[str, str]:
+    """preset -> ``weights_dir/<its backbone's ImageNet file>`` for every preset that is trained.
+
+    Raises:
+        UsageError: neither a folder nor ``random_backbone`` while presets are to be trained; the folder is missing
+            or lacks a file a planned preset needs (the message names the files and how to get them).
+    """
+    from eval.errors import UsageError
+    from refinemask.config import IMAGENET_WEIGHT_FILES
+    from refinemask.registry import PRESETS
+
+    known = [p for p in presets if p in PRESETS]
+    if not known or random_backbone:
+        return {}
+    files = {p: IMAGENET_WEIGHT_FILES.get(PRESETS[p].backbone) for p in known}
+    how = ("torchvision writes them to ~/.cache/torch/hub/checkpoints/ when, on a machine with internet access, "
+           "torchvision.models.resnet50(weights='IMAGENET1K_V1') (resnet101, resnext101_64x4d likewise) is built; "
+           "copy them into one folder")
+    needed = sorted({f for f in files.values() if f})
+    if weights_dir is None:
+        raise UsageError(f"every paper row starts from an ImageNet backbone, but no --backbone-weights DIR was given. "
+                         f"Fix: pass --backbone-weights DIR holding {', '.join(needed)} ({how}), or "
+                         f"--random-backbone for runs that are never comparable with the paper")
+    missing = sorted({f for f in needed if not (weights_dir / f).is_file()})
+    if missing:
+        raise UsageError(f"--backbone-weights {weights_dir}: missing {', '.join(missing)}. Fix: {how}")
+    return {p: str(weights_dir / f) for p, f in files.items() if f}
 
 
 def run_reproduce(args) -> int:
     tables = list(range(1, 15)) if args.all else [args.table]
+    from reports.reproduce import plan_table
+
+    # the presets whose rows would train (data present, preset defined): only they need ImageNet weights
+    known = defined_presets()
+    runnable = [r.preset for n in tables
+                for r in plan_table(n, args.data_root, args.work_dir, args.gpus, args.preset, known).rows
+                if r.commands and r.preset and not r.undefined and r.preset != "demo"]
+    weights = resolve_backbone_weights(runnable, args.backbone_weights, args.random_backbone)
     try:
-        text = reproduce(tables, args.data_root, args.work_dir, args.gpus, args.dry_run, args.preset)
+        text = reproduce(tables, args.data_root, args.work_dir, args.gpus, args.dry_run, args.preset,
+                         backbone_weights=weights)
     except ReproduceError as e:
         print(f"rmbench reproduce: error: {e}", file=sys.stderr)
         return 1
@@ -145,8 +202,9 @@ def _add_run_block(metrics_path: Path, info: dict[str, Any]) -> None:
     from eval.io import load_json, write_json
 
     doc = load_json(metrics_path, "metrics.json")
-    if isinstance(doc, dict) and "run" not in doc:
-        doc = {"run": info, **doc}
+    if isinstance(doc, dict):  # the paper row's labels join the run block `rmbench eval --preset` wrote
+        run = doc.get("run") if isinstance(doc.get("run"), dict) else {}
+        doc = {**doc, "run": {**run, **info}}
         write_json(metrics_path, doc)
 
 
@@ -184,7 +242,7 @@ def execute_plan(plan) -> None:
 
 
 def reproduce(tables: list[int], data_root, work_dir, gpus: int = 1, dry_run: bool = False,
-              preset: str | None = None) -> str:
+              preset: str | None = None, backbone_weights: dict[str, str] | None = None) -> str:
     """Plan (and unless ``dry_run`` run) the given tables, then render each from ``work_dir``.
 
     Returns:
@@ -199,7 +257,7 @@ def reproduce(tables: list[int], data_root, work_dir, gpus: int = 1, dry_run: bo
     texts = []
     known = defined_presets()
     for n in tables:
-        plan = plan_table(n, data_root, work_dir, gpus, preset, known_presets=known)
+        plan = plan_table(n, data_root, work_dir, gpus, preset, known_presets=known, backbone_weights=backbone_weights)
         texts.append(format_plan(plan))
         if dry_run:
             continue

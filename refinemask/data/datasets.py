@@ -228,6 +228,9 @@ class InstanceDataset(Dataset):
             wanted = set(image_ids)
             records = [im for im in records if im["id"] in wanted]
         self._anns = anns_by_image
+        #: image records of the file (after an ``image_ids`` selection, before ``filter_empty``): the training set's
+        #: size as the paper's protocol counts it (COCO train2017: 118,287)
+        self.num_source_images = len(records)
         kept = []
         for im in records:
             if filter_empty:

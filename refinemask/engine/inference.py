@@ -24,6 +24,7 @@ from torch.utils.data import DataLoader, Subset
 from tqdm import tqdm
 
 from eval.errors import UsageError
+from refinemask.config import run_info
 from refinemask.data import InstanceDataset, collate, inference_shard
 from refinemask.detection.masks import encode_rle
 
@@ -140,19 +141,6 @@ def inference_on_dataset(
     return [r for _, recs in merged for r in recs]
 
 
-def run_info(preset, dataset: str | None = None, **extra: Any) -> dict[str, Any]:
-    """The ``"run"`` block of metrics.json: preset, method, backbone, schedule, dataset (+ extras)."""
-    method = preset.method  # the mask-config class's name of the method
-    ep = preset.schedule.epochs
-    sched = {12: "1x", 24: "2x", 36: "3x"}.get(ep, f"{ep}ep")
-    if preset.schedule.dataset_repeat > 1:
-        sched += f" (x{preset.schedule.dataset_repeat} repeat)"
-    info = {"preset": preset.name, "method": method, "backbone": preset.backbone, "schedule": sched,
-            "dataset": dataset or preset.dataset}
-    info.update({k: v for k, v in extra.items() if v is not None})
-    return info
-
-
 def evaluate_results(
     results: list[dict],
     gt_path: str | os.PathLike,
@@ -200,5 +188,8 @@ def evaluate_results(
 
     with open(paths["json"], encoding="utf-8") as f:
         doc = json.load(f)
+    from eval.output import split_info
+
+    run = {**run, "eval_set": split_info(gt_path, raw)}
     write_json(paths["json"], {"run": run, **doc})
     return out.metrics

@@ -82,6 +82,10 @@ def _semantic_inputs(p: Preset) -> tuple[Path | None, bool]:
     return p.mask_head_cfg.data_needs(p.name)
 
 
+class DivergedError(UsageError, FloatingPointError):
+    """Training produced a non-finite loss: the options chosen do not train (the message names those that help)."""
+
+
 # ------------------------------------------------------------------------------------------------------------
 # options
 @dataclass
@@ -439,14 +443,48 @@ class Trainer:
             self.model = nn.parallel.DistributedDataParallel(
                 model, device_ids=[self.device.index] if self.device.type == "cuda" else None,
                 find_unused_parameters=False)
+        self.total_batch = total_batch
         self.run = run_info(p, dataset=p.dataset, train_json=str(train_paths.json),
                             val_json=str(self.val_paths.json) if self.val_paths else None)
+        self.run["train"] = self._train_record(0)
         log.info("preset %s: %d train images, %d iterations (%d per epoch), batch %d x %d, lr %.4g, warm-up %d, "
                  "steps %s, clip %s, amp %s, device %s", p.name, len(self.train_set), self.max_iter,
                  self.iters_per_epoch, cfg.batch_size, self.dist.world_size, self.base_lr, warmup, steps,
                  self.grad_clip, self.amp, self.device)
 
     # -- helpers ---------------------------------------------------------------------------------------
+    def _divergence_fix(self) -> str:
+        """The options that help a diverged run, most likely first."""
+        tips = []
+        if self.random_init:
+            tips.append("a randomly initialised backbone has no BatchNorm statistics: pass --backbone-weights "
+                        "(torchvision ImageNet state dict) or --recalibrate-bn 4 to re-estimate them first")
+        tips.append(f"lower --lr (now {self.base_lr:.4g})")
+        tips.append("raise --warmup-iters")
+        if self.grad_clip is None:
+            tips.append("set --grad-clip 35 (RefineMask's value)")
+        return "; ".join(tips)
+
+    def _train_record(self, iteration: int) -> dict[str, Any]:
+        """The ``run.train`` block (reports/protocol.py): what was trained on, how long, from which weights."""
+        from eval.io import sha256_file
+        from eval.output import KNOWN_SPLITS
+
+        if not hasattr(self, "_backbone_record"):
+            bw = self.cfg.backbone_weights
+            self._backbone_record = ("random" if bw is None
+                                     else {"path": str(bw), "sha256": sha256_file(bw) if Path(bw).is_file() else None})
+        n = self.train_set.num_source_images
+        if self.cfg.train_image_ids is not None:
+            name = f"{self.train_paths.json.name} ({n} selected images)"
+        else:
+            name = KNOWN_SPLITS.get(Path(self.train_paths.json).name, Path(self.train_paths.json).stem)
+        return {"name": name, "json": str(self.train_paths.json), "images": n, "iterations": int(iteration),
+                "total_batch": int(self.total_batch),
+                # passes over the images actually sampled (mmdet drops images without usable GT: 117,266 of COCO's)
+                "epochs": round(iteration * self.total_batch / max(len(self.train_set), 1), 4),
+                "schedule_epochs": self.preset.schedule.effective_epochs, "backbone_weights": self._backbone_record}
+
     def _recalibrate(self, indices: list[int]) -> None:
         n = self.cfg.bn_recalibration_batches
         order = indices[:: max(1, len(indices) // max(n * self.cfg.batch_size, 1))] or indices
@@ -519,7 +557,7 @@ class Trainer:
             "preset": self.preset.name,
             "classes": list(self.train_set.cat_ids),
             "class_names": list(self.train_set.class_names),
-            "run": _plain(self.run),
+            "run": _plain({**self.run, "train": self._train_record(iteration)}),
             "config": self.cfg.to_plain(),
         }
 
@@ -554,7 +592,8 @@ class Trainer:
 
             out = self.work_dir / "eval" / f"iter_{iteration}"
             write_json(out / "results.json", results)
-            run = {**self.run, "iteration": iteration, "checkpoint": str(self.work_dir / f"iter_{iteration}.pth")}
+            run = {**self.run, "iteration": iteration, "checkpoint": str(self.work_dir / f"iter_{iteration}.pth"),
+                   "train": self._train_record(iteration)}
             metrics = evaluate_results(results, self.val_paths.json, out, run=run, metrics=self.cfg.eval_metrics,
                                        inputs={"results": out / "results.json"},
                                        params={"train": self.cfg.to_plain()}, device=str(self.device))
@@ -616,7 +655,7 @@ class Trainer:
                 ``max_iter``; continue later with ``resume="auto"`` (time-sliced or pre-emptible jobs).
 
         Raises:
-            FloatingPointError: a non-finite loss (names the iteration and the loss terms).
+            DivergedError: a non-finite loss (names the iteration, the loss terms and the options that help).
         """
         cfg = self.cfg
         self._csv_fields = None
@@ -660,10 +699,9 @@ class Trainer:
                 loss = sum(loss_dict.values())
                 values = du.reduce_mean_dict({**loss_dict, "loss": loss})
                 if not all(math.isfinite(v) for v in values.values()):
-                    raise FloatingPointError(
-                        f"non-finite loss at iteration {it + 1}: "
-                        + ", ".join(f"{k}={v}" for k, v in values.items())
-                        + ". Fix: lower --lr, raise --warmup-iters or set --grad-clip")
+                    raise DivergedError(f"non-finite loss at iteration {it + 1}: "
+                                        + ", ".join(f"{k}={v}" for k, v in values.items())
+                                        + ". Fix: " + self._divergence_fix())
                 self.optimizer.zero_grad(set_to_none=True)
                 self.scaler.scale(loss).backward()
                 grad_norm = None

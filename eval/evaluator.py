@@ -50,7 +50,7 @@ def _refuse_coco_ids_on_raw_lvis(results: list, lvis_gt: dict, source, gt_path) 
     Raises:
         EvalInputError: at least 20 detections, all with COCO ids, against an LVIS file of more than 90 categories.
     """
-    ids = {r.get("category_id") for r in results if isinstance(r, dict)}
+    ids = {r.get("category_id") for r in results if isinstance(r, dict) and isinstance(r.get("category_id"), int)}
     if len(results) >= 20 and len(lvis_gt.get("categories", [])) > 90 and ids <= eio.COCO_CATEGORY_IDS:
         raise eio.EvalInputError(
             source, f"every detection's category_id is a COCO id but {Path(gt_path).name if gt_path else '--lvis-gt'} "
@@ -197,6 +197,12 @@ class InstanceSegEvaluator:
         coco_part, lvis_part, unknown = [], [], None
         for i, r in enumerate(results):
             img = r.get("image_id") if isinstance(r, dict) else None
+            if not isinstance(r, dict):
+                raise eio.EvalInputError(source, "detection is not an object",
+                                         "write {image_id, category_id, score, segmentation}", f"results[{i}]")
+            if not isinstance(img, int) or isinstance(img, bool):
+                raise eio.EvalInputError(source, f"image_id {img!r} is not an integer",
+                                         "write image_id as an integer", f"results[{i}]")
             if img in coco_imgs:
                 coco_part.append(r)
             if img in lvis_imgs:

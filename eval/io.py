@@ -23,6 +23,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from .errors import InputError
 from .masks import segm_to_rle
 
@@ -97,6 +99,66 @@ def is_lvis_dataset(ds: dict) -> bool:
     return bool(imgs) and all("neg_category_ids" in im and "not_exhaustive_category_ids" in im for im in imgs[:50])
 
 
+def _is_int(v: Any) -> bool:
+    """A json integer (``bool`` is not one)."""
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_number(v: Any) -> bool:
+    """A finite json number (``bool`` is not one)."""
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def compressed_rle_problem(counts: str | bytes, total: int) -> str | None:
+    """What is wrong with a compressed RLE ``counts`` string for a mask of ``total`` pixels, or None.
+
+    Decodes the string exactly as pycocotools' ``rleFrString`` does (6-bit characters ``'0'``…``'o'``, 5 data bits
+    and a continuation bit each, sign extension of the last character, counts from the third on stored as the
+    difference to the count two before) and checks that every run length is non-negative and that they sum to
+    ``total`` = height × width. pycocotools itself checks neither: a string that sums to less makes ``mask.iou``
+    loop forever when it overlaps a same-class GT box, and ``decode`` read uninitialised memory (docs/evaluation.md
+    §1). Vectorised with NumPy (tens of microseconds per mask).
+    """
+    raw = counts.encode("ascii", "replace") if isinstance(counts, str) else bytes(counts)
+    a = np.frombuffer(raw, dtype=np.uint8).astype(np.int64) - 48
+    if a.size == 0:
+        return "empty counts"
+    if a.min() < 0 or a.max() > 63:
+        bad = chr(int(a[(a < 0) | (a > 63)][0]) + 48)
+        return f"character {bad!r} is not an RLE character ('0' to 'o')"
+    ends = (a & 0x20) == 0
+    if not ends[-1]:
+        return "the counts string is truncated (its last character continues a number)"
+    end_idx = np.flatnonzero(ends)
+    starts = np.concatenate(([0], end_idx[:-1] + 1))
+    group = np.cumsum(ends) - ends  # the number each character belongs to
+    pos = np.arange(a.size) - starts[group]
+    if pos.max() >= 12:
+        return "a run length is encoded in more than 12 characters"
+    vals = np.zeros(end_idx.size, dtype=np.int64)
+    np.add.at(vals, group, (a & 0x1F) << (5 * pos))
+    glen = pos[ends] + 1
+    neg = (a[ends] & 0x10) != 0
+    vals[neg] |= -(np.int64(1) << (5 * glen[neg]))
+    cnts = vals.copy()  # counts m >= 3 are stored as differences to count m - 2
+    cnts[2::2] = np.cumsum(vals[2::2])
+    cnts[3::2] = vals[1] + np.cumsum(vals[3::2]) if vals.size > 3 else cnts[3::2]
+    if (cnts < 0).any():
+        return f"run length {int(cnts[cnts < 0][0])} is negative"
+    s = int(cnts.sum())
+    if s != total:
+        return f"its run lengths sum to {s} pixels, not the mask's {total}"
+    return None
+
+
+def _check_bbox(bbox: Any, path, record: str, kind: str) -> None:
+    """A COCO box [x, y, w, h]: four finite numbers, w and h non-negative (pixels)."""
+    if (not isinstance(bbox, (list, tuple)) or len(bbox) != 4 or not all(_is_number(v) for v in bbox)
+            or bbox[2] < 0 or bbox[3] < 0):
+        raise EvalInputError(path, f"{kind} bbox {bbox!r} is not [x, y, w, h] with finite numbers and w, h >= 0",
+                             "write boxes as [x, y, width, height] in pixels", record)
+
+
 def _check_segmentation(segm: Any, h: int, w: int, path, record: str, kind: str) -> None:
     """Validate a polygon list or RLE dict against the image size; raise EvalInputError otherwise."""
     fix_poly = "polygons are lists of [x0, y0, x1, y1, ...] with at least 3 points (6 numbers), in pixels"
@@ -115,18 +177,28 @@ def _check_segmentation(segm: Any, h: int, w: int, path, record: str, kind: str)
         if (not isinstance(size, (list, tuple)) or len(size) != 2) or counts is None:
             raise EvalInputError(path, f"{kind} RLE needs 'size': [height, width] and 'counts'",
                                  "encode masks with pycocotools.mask.encode at full image size", record)
+        if not all(_is_int(v) for v in size):
+            raise EvalInputError(path, f"{kind} RLE size {list(size)} is not two integers",
+                                 "encode masks with pycocotools.mask.encode at full image size", record)
         if list(size) != [h, w]:
             raise EvalInputError(
                 path, f"{kind} RLE size {list(size)} differs from the image size [{h}, {w}] "
                 f"(pycocotools would silently score IoU -1, i.e. never match)",
                 "paste masks back to the original image resolution before RLE encoding", record)
         if isinstance(counts, list):
+            if not all(_is_int(v) and v >= 0 for v in counts):
+                raise EvalInputError(path, f"{kind} uncompressed RLE counts must be non-negative integers",
+                                     "re-encode the mask with pycocotools.mask.encode", record)
             if sum(counts) != h * w:
                 raise EvalInputError(path, f"{kind} uncompressed RLE counts sum to {sum(counts)}, not {h}x{w}",
                                      "re-encode the mask", record)
         elif isinstance(counts, (str, bytes)):
             if len(counts) == 0:
                 raise EvalInputError(path, f"{kind} has an empty RLE 'counts'", "re-encode the mask", record)
+            problem = compressed_rle_problem(counts, h * w)
+            if problem:  # pycocotools would hang on it or read uninitialised memory: never hand it over
+                raise EvalInputError(path, f"{kind} compressed RLE is corrupt: {problem}",
+                                     "re-encode the mask with pycocotools.mask.encode at full image size", record)
         else:
             raise EvalInputError(path, f"{kind} RLE 'counts' must be a string or a list of ints",
                                  "re-encode the mask", record)
@@ -160,15 +232,33 @@ def validate_gt(ds: Any, path: str | os.PathLike | None = None, *, expect: str =
         raise EvalInputError(path, "this is a COCO-format file (images lack neg_category_ids / "
                              "not_exhaustive_category_ids), passed as LVIS ground truth",
                              "pass it with --gt, and the cocofied LVIS file with --lvis-gt")
-    images = {}
+    for key in ("images", "annotations", "categories"):
+        if not isinstance(ds[key], list):
+            raise EvalInputError(path, f"'{key}' must be a json list, got {type(ds[key]).__name__}", "fix the file")
+    images: dict = {}
     for i, im in enumerate(ds["images"]):
+        rec = f"images[{i}]"
         if not isinstance(im, dict) or not all(k in im for k in ("id", "height", "width")):
-            raise EvalInputError(path, "image record lacks 'id', 'height' or 'width'", "add them", f"images[{i}]")
+            raise EvalInputError(path, "image record lacks 'id', 'height' or 'width'", "add them", rec)
+        if not _is_int(im["id"]):
+            raise EvalInputError(path, f"image id {im['id']!r} is not an integer", "write image ids as integers", rec)
+        for k in ("height", "width"):
+            if not _is_int(im[k]) or im[k] <= 0:
+                raise EvalInputError(path, f"image {k} {im[k]!r} is not a positive integer (pixels)",
+                                     f"write the image's {k} in pixels", rec)
+        if im["id"] in images:
+            raise EvalInputError(path, f"duplicate image id {im['id']}", "give every image a unique id", rec)
         images[im["id"]] = im
     cats = set()
     for i, c in enumerate(ds["categories"]):
         if not isinstance(c, dict) or "id" not in c:
             raise EvalInputError(path, "category record lacks 'id'", "add it", f"categories[{i}]")
+        if not _is_int(c["id"]):
+            raise EvalInputError(path, f"category id {c['id']!r} is not an integer", "write category ids as integers",
+                                 f"categories[{i}]")
+        if c["id"] in cats:
+            raise EvalInputError(path, f"duplicate category id {c['id']}", "give every category a unique id",
+                                 f"categories[{i}]")
         cats.add(c["id"])
     seen: dict = {}
     for i, a in enumerate(ds["annotations"]):
@@ -178,6 +268,21 @@ def validate_gt(ds: Any, path: str | os.PathLike | None = None, *, expect: str =
         for k in ("id", "image_id", "category_id", "area"):
             if k not in a:
                 raise EvalInputError(path, f"annotation lacks '{k}'", f"add '{k}' to every annotation", rec)
+        for k in ("id", "image_id", "category_id"):
+            if not _is_int(a[k]):
+                raise EvalInputError(path, f"annotation {k} {a[k]!r} is not an integer", f"write {k} as an integer",
+                                     rec)
+        if not _is_number(a["area"]) or a["area"] < 0:
+            raise EvalInputError(path, f"annotation area {a['area']!r} is not a non-negative number (pixels)",
+                                 "write the mask's area in pixels", rec)
+        if not lvis:
+            if "iscrowd" not in a:
+                raise EvalInputError(path, "annotation lacks 'iscrowd' (pycocotools reads it from every GT)",
+                                     "add 'iscrowd': 0 (or 1 for crowd regions) to every annotation", rec)
+            if a["iscrowd"] not in (0, 1) or isinstance(a["iscrowd"], (bool, float)):
+                raise EvalInputError(path, f"iscrowd {a['iscrowd']!r} is not 0 or 1", "write iscrowd as 0 or 1", rec)
+        if "bbox" in a:
+            _check_bbox(a["bbox"], path, rec, "annotation")
         if "segmentation" not in a:
             raise EvalInputError(path, "annotation has no 'segmentation' (a box-only file cannot be scored for masks)",
                                  "use an instances file with masks", rec)
@@ -246,9 +351,9 @@ def validate_results(results: Any, gt: dict, path: str | os.PathLike | None = No
         return []
     images = {im["id"]: im for im in gt["images"]}
     cats = set(category_ids) if category_ids is not None else {c["id"] for c in gt["categories"]}
-    known = [r.get("image_id") in images for r in results if isinstance(r, dict)]
+    known = [_is_int(r.get("image_id")) and r.get("image_id") in images for r in results if isinstance(r, dict)]
     if known and not any(known):
-        ids = sorted({str(r.get("image_id")) for r in results[:5] if isinstance(r, dict)})
+        ids = sorted({repr(r.get("image_id")) for r in results[:5] if isinstance(r, dict)})
         raise EvalInputError(path, f"none of the results' image ids ({', '.join(ids)}, ...) are in the ground truth "
                              f"{gt_path or ''}; this results file is for another split or dataset",
                              "evaluate it against the ground truth of the split it was predicted on")
@@ -262,6 +367,14 @@ def validate_results(results: Any, gt: dict, path: str | os.PathLike | None = No
         if missing:
             raise EvalInputError(path, f"detection lacks {', '.join(repr(k) for k in missing)}",
                                  "every detection needs image_id, category_id, score and segmentation", rec)
+        for k in ("image_id", "category_id"):
+            if not _is_int(r[k]):
+                raise EvalInputError(path, f"{k} {r[k]!r} is not an integer", f"write {k} as an integer", rec)
+        if keep_bbox:
+            if "bbox" not in r:
+                raise EvalInputError(path, "--keep-bbox takes detection areas from boxes, but this detection has no "
+                                     "'bbox'", "give every detection its [x, y, w, h] box, or drop --keep-bbox", rec)
+            _check_bbox(r["bbox"], path, rec, "detection")
         if r["image_id"] not in images:
             raise EvalInputError(path, f"image_id {r['image_id']!r} is not in the ground truth {gt_path or ''}",
                                  "drop detections of images outside the evaluated split", rec)
@@ -320,6 +433,26 @@ def atomic_write(path: str | os.PathLike, mode: str = "w") -> Iterator[Any]:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+def check_output_dir(path: str | os.PathLike, what: str = "--out") -> Path:
+    """Refuse an output folder that cannot be written, before any work starts.
+
+    Raises:
+        EvalInputError: ``path`` is an existing file, or a folder (or the parent it would be created in) that this
+            process cannot write.
+    """
+    p = Path(path)
+    if p.exists() and not p.is_dir():
+        raise EvalInputError(p, f"{what} is an existing file, not a folder", f"pass a folder for {what}")
+    probe = p
+    while not probe.exists():
+        probe = probe.parent
+    if not probe.is_dir():
+        raise EvalInputError(p, f"{what} would be created inside {probe}, which is a file", f"pass another {what}")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise EvalInputError(p, f"{what}: {probe} is not writable", f"pass a folder you can write to as {what}")
+    return p
 
 
 def write_json(path: str | os.PathLike, obj: Any) -> None:

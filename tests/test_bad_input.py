@@ -21,10 +21,10 @@ def _write(tmp: Path, name: str, obj) -> Path:
     return p
 
 
-def _run_eval(tmp_path, capsys, results, gt=COCO_VAL_GT, lvis_gt=None, metrics="coco"):
+def _run_eval(tmp_path, capsys, results, gt=COCO_VAL_GT, lvis_gt=None, metrics="coco", extra=()):
     res = results if isinstance(results, Path) else _write(tmp_path, "results.json", results)
     out = tmp_path / "out"
-    argv = ["eval", "--results", str(res), "--out", str(out)]
+    argv = ["eval", "--results", str(res), "--out", str(out), *extra]
     if gt is not None:
         argv += ["--gt", str(gt)]
     if lvis_gt is not None:
@@ -197,3 +197,119 @@ def test_failure_leaves_existing_output_untouched(tmp_path, capsys, good):
                  "--out", str(out), "--metrics", "coco"]) == 2
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
     assert not list(out.glob(".*.tmp"))
+
+
+# --------------------------------------------------------------------------------------------------
+# Corrupt RLEs never reach pycocotools (it hangs on some and reads uninitialised memory on others)
+
+
+def _short_rle(good: dict, coco_gt: dict) -> dict:
+    """``good``'s mask re-encoded with counts that cover 10 columns fewer than the image: size says h × w."""
+    import numpy as np
+    from pycocotools import mask as mask_utils
+
+    im = next(i for i in coco_gt["images"] if i["id"] == good["image_id"])
+    h, w = im["height"], im["width"]
+    m = mask_utils.decode({"size": [h, w], "counts": good["segmentation"]["counts"].encode()})
+    short = mask_utils.encode(np.asfortranarray(m[:, : w - 10]))
+    return {"size": [h, w], "counts": short["counts"].decode()}
+
+
+def test_short_compressed_rle_over_a_gt_box_is_refused_not_hung(tmp_path, good, coco_gt):
+    """The case that made `rmbench eval` hang forever inside pycocotools' mask.iou: a compressed RLE whose run
+    lengths sum to less than h×w, overlapping a same-class GT box. Run in a subprocess with a timeout, so that a
+    regression fails instead of hanging the suite."""
+    import subprocess
+    import sys
+
+    good[0]["segmentation"] = _short_rle(good[0], coco_gt)
+    res = _write(tmp_path, "results.json", good)
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "refinemask.cli", "eval", "--gt", str(COCO_VAL_GT), "--results", str(res),
+           "--metrics", "coco", "--out", str(out)]
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    except subprocess.TimeoutExpired:
+        pytest.fail("rmbench eval hung on a corrupt RLE (pycocotools mask.iou)")
+    _assert_clean_failure(proc.returncode, proc.stderr, out, "results[0]", "compressed RLE is corrupt",
+                          "sum to")
+
+
+@pytest.mark.parametrize("counts, needle", [
+    ("abc", "truncated"),
+    ("0!", "is not an RLE character"),
+    ("", "empty RLE"),
+])
+def test_garbage_compressed_counts(tmp_path, capsys, good, counts, needle):
+    good[2]["segmentation"] = {**good[2]["segmentation"], "counts": counts}
+    code, err, out = _run_eval(tmp_path, capsys, good)
+    _assert_clean_failure(code, err, out, "results[2]", needle)
+
+
+@pytest.mark.parametrize("counts, needle", [
+    ([-5, 10], "non-negative integers"),
+    (["3", "4"], "non-negative integers"),
+    ([1.5, 2], "non-negative integers"),
+    ([True, 3], "non-negative integers"),
+])
+def test_bad_uncompressed_counts(tmp_path, capsys, good, coco_gt, counts, needle):
+    good[1]["segmentation"] = {"size": good[1]["segmentation"]["size"], "counts": counts}
+    code, err, out = _run_eval(tmp_path, capsys, good)
+    _assert_clean_failure(code, err, out, "results[1]", needle)
+
+
+@pytest.mark.parametrize("key, value, needle", [
+    ("image_id", [139], "image_id [139] is not an integer"),
+    ("image_id", "139", "image_id '139' is not an integer"),
+    ("category_id", 1.0, "category_id 1.0 is not an integer"),
+    ("category_id", True, "category_id True is not an integer"),
+])
+def test_result_id_types(tmp_path, capsys, good, key, value, needle):
+    good[4][key] = value
+    code, err, out = _run_eval(tmp_path, capsys, good)
+    _assert_clean_failure(code, err, out, "results[4]", needle)
+
+
+def test_keep_bbox_needs_a_valid_bbox_on_every_detection(tmp_path, capsys, good):
+    for r in good:
+        r["bbox"] = [1.0, 2.0, 30.0, 40.0]
+    del good[6]["bbox"]
+    code, err, out = _run_eval(tmp_path, capsys, good, extra=["--keep-bbox"])
+    _assert_clean_failure(code, err, out, "results[6]", "has no 'bbox'")
+    good[6]["bbox"] = [1.0, 2.0, -3.0, 4.0]
+    code, err, out = _run_eval(tmp_path, capsys, good, extra=["--keep-bbox"])
+    _assert_clean_failure(code, err, out, "results[6]", "is not [x, y, w, h]")
+
+
+def _gt_case(coco_gt: dict, edit) -> dict:
+    edit(coco_gt)
+    return coco_gt
+
+
+@pytest.mark.parametrize("edit, record, needle", [
+    (lambda g: g["annotations"][3].__setitem__("area", "12.5"), "annotations[3]", "area '12.5' is not a non-negative"),
+    (lambda g: g["annotations"][3].__setitem__("area", -4.0), "annotations[3]", "area -4.0 is not a non-negative"),
+    (lambda g: g["annotations"][3].pop("iscrowd"), "annotations[3]", "lacks 'iscrowd'"),
+    (lambda g: g["annotations"][3].__setitem__("iscrowd", 2), "annotations[3]", "iscrowd 2 is not 0 or 1"),
+    (lambda g: g["annotations"][3].__setitem__("id", [7]), "annotations[3]", "id [7] is not an integer"),
+    (lambda g: g["annotations"][3].__setitem__("bbox", [0, 0, 5]), "annotations[3]", "bbox [0, 0, 5]"),
+    (lambda g: g["images"][2].__setitem__("height", 0), "images[2]", "height 0 is not a positive integer"),
+    (lambda g: g["images"][2].__setitem__("width", "640"), "images[2]", "width '640' is not a positive integer"),
+    (lambda g: g["images"].append(dict(g["images"][0])), "images[79]", "duplicate image id"),
+    (lambda g: g["categories"].append(dict(g["categories"][0])), "categories[80]", "duplicate category id"),
+    (lambda g: g["categories"][5].__setitem__("id", "6"), "categories[5]", "category id '6' is not an integer"),
+])
+def test_bad_ground_truth_fields(tmp_path, capsys, good, coco_gt, edit, record, needle):
+    gt = _write(tmp_path, "gt.json", _gt_case(coco_gt, edit))
+    code, err, out = _run_eval(tmp_path, capsys, good, gt=gt)
+    _assert_clean_failure(code, err, out, "gt.json", record, needle)
+
+
+def test_an_output_path_that_is_a_file_is_refused_before_any_work(tmp_path, capsys, good):
+    res = _write(tmp_path, "results.json", good)
+    blocker = tmp_path / "out"
+    blocker.write_text("not a folder")
+    code = main(["eval", "--gt", str(COCO_VAL_GT), "--results", str(res), "--out", str(blocker)])
+    err = capsys.readouterr().err
+    assert code == 2 and "is an existing file, not a folder" in err and "Fix:" in err
+    assert blocker.read_text() == "not a folder"

@@ -56,6 +56,9 @@ def run_eval(args) -> int:
         from refinemask.registry import get_preset
 
         get_preset(args.preset)  # refuses an unknown name (with the closest ones) before any work
+    from eval.io import check_output_dir
+
+    check_output_dir(args.out)
     gt = load_gt(args.gt, "coco") if args.gt else None
     lvis_gt = load_gt(args.lvis_gt, "lvis") if args.lvis_gt else None
     params = EvalParams(boundary_f_window=args.boundary_f_window, boundary_acc_d=args.boundary_acc_d,

@@ -179,7 +179,9 @@ def load_backbone_weights(model: nn.Module, path: str | os.PathLike) -> dict[str
         raise TypeError(f"expected a ResNetFPN or a model with .backbone, got {type(model).__name__}")
     path = os.fspath(path)
     if not os.path.isfile(path):
-        raise MissingFileError(f"backbone weights not found: {path!r}")
+        raise MissingFileError(f"backbone weights not found: {path!r}. Fix: pass the local torchvision ImageNet "
+                               f"state dict of the preset's backbone (refinemask.config.IMAGENET_WEIGHT_FILES names "
+                               f"them, e.g. resnet50-0676ba61.pth)")
     state = torch.load(path, map_location="cpu", weights_only=True)
     for key in ("state_dict", "model"):
         if isinstance(state, dict) and key in state and isinstance(state[key], dict):

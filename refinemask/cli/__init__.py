@@ -46,7 +46,8 @@ def commands() -> list[Command]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="rmbench", description=__doc__.split("\n\n")[0].strip("`"),
+    parser = argparse.ArgumentParser(prog="rmbench", description="The RefineMask benchmark harness: evaluate, train, "
+                                     "time and report instance segmentation (rmbench COMMAND --help).",
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging; tracebacks for input errors too")
     parser.add_argument("--version", action="version", version=f"rmbench {_version()}")

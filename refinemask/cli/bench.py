@@ -1,4 +1,4 @@
-"""``rmbench bench``: inference speed with the paper's fps protocol (docs/evaluation.md "fps").
+"""``rmbench bench``: inference speed with the paper's fps protocol (docs/models.md §6, docs/evaluation.md §10).
 
 Protocol (RefineMask ``tools/benchmark.py`` = mmdet ``benchmark.py``): bundled real images
 (``data/coco_mini/val2017``, annotation-file order, cycled when more are asked for), **batch 1**, fp32,
@@ -324,7 +324,9 @@ def _table(results: list[BenchResult], obj: dict) -> str:
     return "\n".join(lines)
 
 
-COMMAND = Command("bench", "time inference with the paper's fps protocol", __doc__.split("\n\n")[0].strip('"'),
+COMMAND = Command("bench", "time inference with the paper's fps protocol",
+                  "Inference speed with the paper's fps protocol (batch 1, warm-up excluded, preprocessing outside "
+                  "the timer, mask paste inside; docs/models.md §6, docs/evaluation.md §10).",
                   add_arguments, run)
 
 

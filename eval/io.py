@@ -135,8 +135,7 @@ def compressed_rle_problem(counts: str | bytes, total: int) -> str | None:
     pos = np.arange(a.size) - starts[group]
     if pos.max() >= 12:
         return "a run length is encoded in more than 12 characters"
-    vals = np.zeros(end_idx.size, dtype=np.int64)
-    np.add.at(vals, group, (a & 0x1F) << (5 * pos))
+    vals = np.add.reduceat((a & 0x1F) << (5 * pos), starts)  # groups are contiguous runs of characters
     glen = pos[ends] + 1
     neg = (a[ends] & 0x10) != 0
     vals[neg] |= -(np.int64(1) << (5 * glen[neg]))

@@ -90,11 +90,13 @@ KNOWN_SPLITS = {
 }
 
 
-def split_info(path: str | os.PathLike, dataset: dict | None = None) -> dict[str, Any]:
+def split_info(path: str | os.PathLike, dataset: dict | None = None, sha256: str | None = None) -> dict[str, Any]:
     """What a ground-truth (or training) file is, for matching a run to a paper row (``reports/protocol.py``).
 
     Args:
         path: the json file. dataset: its parsed content when the caller has it (else it is read).
+        sha256: the file's hash when the caller has it (a provenance block already hashed it; an LVIS or COCO
+            train file is hundreds of MB), else it is computed.
     Returns:
         ``{"name": KNOWN_SPLITS name or the file stem, "images": number of image records, "annotations": number of
         annotations, "path": str, "sha256": hex}``. The name alone proves nothing (the bundled 79-image COCO sample is
@@ -109,7 +111,7 @@ def split_info(path: str | os.PathLike, dataset: dict | None = None) -> dict[str
     images = dataset.get("images", []) if isinstance(dataset, dict) else []
     anns = dataset.get("annotations", []) if isinstance(dataset, dict) else []
     return {"name": KNOWN_SPLITS.get(p.name, p.stem), "images": len(images), "annotations": len(anns),
-            "path": str(p), "sha256": sha256_file(p) if p.is_file() else None}
+            "path": str(p), "sha256": sha256 or (sha256_file(p) if p.is_file() else None)}
 
 
 def fmt_value(key: str, v: Any) -> str:

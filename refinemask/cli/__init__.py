@@ -45,6 +45,9 @@ def commands() -> list[Command]:
     return [*evaluate.COMMANDS, demo.COMMAND, *reporting.COMMANDS, *models.COMMANDS, bench.COMMAND]
 
 
+KNOWN_COMMANDS.update(c.name for c in commands())  # what `reproduce` may run, also when called from Python
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="rmbench", description="The RefineMask benchmark harness: evaluate, train, "
                                      "time and report instance segmentation (rmbench COMMAND --help).",
@@ -57,7 +60,6 @@ def build_parser() -> argparse.ArgumentParser:
                            formatter_class=argparse.RawDescriptionHelpFormatter)
         c.add_arguments(p)
         p.set_defaults(func=c.run)
-        KNOWN_COMMANDS.add(c.name)
     return parser
 
 

@@ -17,7 +17,7 @@ from eval.errors import InputError
 
 __all__ = ["Command", "run_command", "setup_logging", "KNOWN_COMMANDS"]
 
-#: names of the subcommands of this install, filled when ``rmbench``'s parser is built
+#: names of the subcommands of this install, filled by ``refinemask/cli/__init__.py`` when the package loads
 KNOWN_COMMANDS: set[str] = set()
 
 

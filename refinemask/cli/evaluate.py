@@ -74,7 +74,7 @@ def run_eval(args) -> int:
                        "lvis_results": args.lvis_results},
                       params={**vars(params), "metrics": ev.metrics,
                               "dt_area_source": "bbox" if args.keep_bbox else "mask"})
-    run = _run_block(args, gt, lvis_gt) if args.preset else None
+    run = _run_block(args, gt, lvis_gt, prov) if args.preset else None
     paths = write_evaluation(args.out, out.metrics, prov, out.per_instance, out.details,
                              title=f"Evaluation of {args.results.name}", run=run, warnings=out.warnings)
     for w in out.warnings:
@@ -84,7 +84,7 @@ def run_eval(args) -> int:
     return 0
 
 
-def _run_block(args, gt: dict | None, lvis_gt: dict | None) -> dict:
+def _run_block(args, gt: dict | None, lvis_gt: dict | None, prov: dict) -> dict:
     """The metrics.json ``run`` block of ``rmbench eval --preset P`` (reports/protocol.py reads it)."""
     from eval.output import split_info
     from refinemask.config import run_info
@@ -92,9 +92,9 @@ def _run_block(args, gt: dict | None, lvis_gt: dict | None) -> dict:
 
     run = run_info(get_preset(args.preset))
     if args.gt is not None:
-        run["eval_set"] = split_info(args.gt, gt)
+        run["eval_set"] = split_info(args.gt, gt, sha256=prov["inputs"]["gt"]["sha256"])
     if args.lvis_gt is not None:
-        run["lvis_eval_set"] = split_info(args.lvis_gt, lvis_gt)
+        run["lvis_eval_set"] = split_info(args.lvis_gt, lvis_gt, sha256=prov["inputs"]["lvis_gt"]["sha256"])
     if args.trained_as_paper:
         run["train"] = {"declared": "trained outside this harness with the paper's protocol (rmbench eval "
                                     "--trained-as-paper)"}

@@ -149,7 +149,7 @@ def run_reproduce(args) -> int:
     known = defined_presets()
     runnable = [r.preset for n in tables
                 for r in plan_table(n, args.data_root, args.work_dir, args.gpus, args.preset, known).rows
-                if r.commands and r.preset and not r.undefined and r.preset != "demo"]
+                if r.commands and r.preset and not r.undefined]
     weights = resolve_backbone_weights(runnable, args.backbone_weights, args.random_backbone)
     try:
         text = reproduce(tables, args.data_root, args.work_dir, args.gpus, args.dry_run, args.preset,
@@ -176,7 +176,7 @@ def defined_presets() -> set[str]:
 
 
 def available_commands() -> set[str]:
-    """The ``rmbench`` subcommands of this install (registered when its parser is built)."""
+    """The ``rmbench`` subcommands of this install (registered by ``refinemask/cli/__init__.py``)."""
     from .command import KNOWN_COMMANDS
 
     return set(KNOWN_COMMANDS)

@@ -190,6 +190,6 @@ def evaluate_results(
         doc = json.load(f)
     from eval.output import split_info
 
-    run = {**run, "eval_set": split_info(gt_path, raw)}
+    run = {**run, "eval_set": split_info(gt_path, raw, sha256=prov["inputs"]["gt"]["sha256"])}
     write_json(paths["json"], {"run": run, **doc})
     return out.metrics

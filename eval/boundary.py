@@ -21,6 +21,7 @@ Contents and sources
 
 from __future__ import annotations
 
+import functools
 import math
 
 import cv2
@@ -276,6 +277,15 @@ def seg2bmap(mask: np.ndarray) -> np.ndarray:
     return b
 
 
+@functools.lru_cache(maxsize=64)
+def _disk_cached(radius: float) -> np.ndarray:
+    ax = np.arange(-radius, radius + 1)
+    x, y = np.meshgrid(ax, ax)
+    k = ((x**2 + y**2) <= radius**2).astype(np.uint8)
+    k.flags.writeable = False
+    return k
+
+
 def disk(radius: float) -> np.ndarray:
     """Flat disk structuring element, skimage ``morphology.disk(radius)`` semantics.
 
@@ -290,9 +300,7 @@ def disk(radius: float) -> np.ndarray:
     """
     if not np.isfinite(radius) or radius < 0:
         raise UsageError(f"radius must be a finite number >= 0, got {radius!r}")
-    ax = np.arange(-radius, radius + 1)
-    x, y = np.meshgrid(ax, ax)
-    return ((x**2 + y**2) <= radius**2).astype(np.uint8)
+    return _disk_cached(float(radius))  # read-only, shared: every pair of an evaluation uses the same few disks
 
 
 def _bound_pix(bound_th: float, shape: tuple[int, int]) -> float:
@@ -360,14 +368,15 @@ def _tight_window(
 
 
 def f_measure_multi(
-    pred: np.ndarray, gt: np.ndarray, bound_ths: tuple[float, ...] | list[float]
+    pred: np.ndarray, gt: np.ndarray, bound_ths: tuple[float, ...] | list[float],
+    shape: tuple[int, int] | None = None,
 ) -> tuple[list[tuple[float, float, float]], int, int]:
     """DAVIS boundary F, precision and recall of one pair for several tolerances at once.
 
     Same definition as :func:`f_measure`; the boundary maps are computed once and (for speed) on the
     union bounding box of both masks enlarged by one pixel, which provably gives identical results
-    (see :func:`_tight_window`). Tolerance radii below 1 are fractions of the diagonal of the *given*
-    arrays.
+    (see :func:`_tight_window`). Tolerance radii below 1 are fractions of the diagonal of ``shape``
+    (default: the given arrays' shape; pass the full image's when the arrays are a tight crop of it).
 
     Returns
     -------
@@ -383,7 +392,7 @@ def f_measure_multi(
     p = _as_binary_2d(pred, "pred")
     g = _as_binary_2d(gt, "gt")
     _check_same_shape(p, g, "pred", "gt")
-    kernels = [disk(_bound_pix(t, p.shape)) for t in bound_ths]
+    kernels = [disk(_bound_pix(t, p.shape if shape is None else shape)) for t in bound_ths]
     win = _tight_window(p, g)
     if win is None:
         return [(1.0, 1.0, 1.0) for _ in kernels], 0, 0
@@ -469,3 +478,77 @@ def mask_to_boundary(mask: np.ndarray, dilation_ratio: float = 0.02) -> np.ndarr
     padded = cv2.copyMakeBorder(m, 1, 1, 1, 1, cv2.BORDER_CONSTANT, value=0)
     eroded = cv2.erode(padded, np.ones((3, 3), dtype=np.uint8), iterations=dilation)
     return m - eroded[1 : h + 1, 1 : w + 1]
+
+
+def window_band(gt_mask: np.ndarray, rows: slice, cols: slice, d: float) -> np.ndarray:
+    """Eq. 1 band of a full-image GT mask, restricted to the window ``gt_mask[rows, cols]``.
+
+    Equal to ``distance_boundary_region(gt_mask, d, frame=True)[rows, cols]`` (tested) but computed
+    on the window enlarged by ``floor(d) + 1`` pixels (zero-filled outside the image) with two
+    ``cv2.dilate`` calls instead of two distance transforms: a pixel is in the band iff a pixel of
+    the other label lies at an integer offset with ``sqrt(dx^2 + dy^2) <= d``.
+
+    Parameters
+    ----------
+    gt_mask : np.ndarray
+        Full-image binary mask, shape (H, W).
+    rows, cols : slice
+        Window with non-negative ``start <= stop`` inside the image (no steps).
+    d : float
+        Band half-width in pixels.
+
+    Returns
+    -------
+    np.ndarray
+        Boolean band, shape (rows.stop - rows.start, cols.stop - cols.start).
+
+    Raises
+    ------
+    ValueError
+        If ``gt_mask`` is not 2-D, ``d`` is negative, or the window is not inside the image.
+    """
+    g = np.asarray(gt_mask)
+    if g.ndim != 2:
+        raise UsageError(f"gt_mask must be a 2-D (H, W) array, got shape {g.shape}")
+    if not np.isfinite(d) or d < 0:
+        raise UsageError(f"d must be a finite non-negative number of pixels, got {d!r}")
+    hh, ww = g.shape
+    r0, r1, c0, c1 = rows.start, rows.stop, cols.start, cols.stop
+    if not (0 <= r0 <= r1 <= hh and 0 <= c0 <= c1 <= ww):
+        raise UsageError(f"window rows {r0}:{r1}, cols {c0}:{c1} is not inside the {hh}x{ww} mask")
+    m = int(math.floor(d)) + 1
+    er0, er1 = max(r0 - m, 0), min(r1 + m, hh)
+    ec0, ec1 = max(c0 - m, 0), min(c1 + m, ww)
+    ext = np.zeros((r1 - r0 + 2 * m, c1 - c0 + 2 * m), dtype=bool)
+    ext[er0 - (r0 - m) : er1 - (r0 - m), ec0 - (c0 - m) : ec1 - (c0 - m)] = g[er0:er1, ec0:ec1] != 0
+    # dist(p) <= d  <=>  a pixel of the other label lies at an offset with sqrt(dx^2 + dy^2) <= d
+    # (the same float64 sqrt scipy's EDT evaluates), i.e. band = dil(fg) & dil(bg) with that disk.
+    kern = _euclidean_disk(d)
+    ext8 = ext.view(np.uint8)
+    band = cv2.dilate(ext8, kern).view(bool) & cv2.dilate(1 - ext8, kern).view(bool)
+    return band[m : m + (r1 - r0), m : m + (c1 - c0)]
+
+
+@functools.lru_cache(maxsize=64)
+def _euclidean_disk(d: float) -> np.ndarray:
+    """uint8 kernel of the integer offsets with ``sqrt(dx^2 + dy^2) <= d`` (float64, as in EDT)."""
+    r = int(math.floor(d))
+    ax = np.arange(-r, r + 1, dtype=np.int64)
+    sq = (ax[:, None] ** 2 + ax[None, :] ** 2).astype(np.float64)
+    k = (np.sqrt(sq) <= d).astype(np.uint8)
+    k.flags.writeable = False  # cached and shared
+    return k
+
+
+def _pair_counts(p_mask: np.ndarray, g_mask: np.ndarray, rs: slice, cs: slice, d_list: list[float]) -> np.ndarray:
+    """(len(d_list), 4) int64: n_band, correct_band, n_non_band, correct_non_band inside the window."""
+    correct = (p_mask[rs, cs] != 0) == (g_mask[rs, cs] != 0)
+    n_all = correct.size
+    c_all = int(np.count_nonzero(correct))
+    out = np.zeros((len(d_list), 4), dtype=np.int64)
+    for j, d in enumerate(d_list):
+        band = window_band(g_mask, rs, cs, d)
+        nb = int(np.count_nonzero(band))
+        cb = int(np.count_nonzero(correct & band))
+        out[j] = (nb, cb, n_all - nb, c_all - cb)
+    return out

@@ -30,92 +30,20 @@ two-sided band (~0.5); show these numbers next to a boundary F / Boundary AP.
 from __future__ import annotations
 
 import logging
-import math
 import warnings
 from collections.abc import Iterable
 from typing import Any
 
-import cv2
 import numpy as np
 
+from eval.boundary import _pair_counts, window_band
 from eval.errors import UsageError
-from eval.masks import rle_to_mask
-from eval.matching import Matches, gt_bbox, match, refinemask_window
+from eval.matching import Matches, match, refinemask_window
+from eval.pair_pass import PairMeasures, measure_pairs
 
 __all__ = ["boundary_accuracy", "boundary_accuracy_multi", "pair_accuracy", "window_band"]
 
 logger = logging.getLogger(__name__)
-
-
-def window_band(gt_mask: np.ndarray, rows: slice, cols: slice, d: float) -> np.ndarray:
-    """Eq. 1 band of a full-image GT mask, restricted to the window ``gt_mask[rows, cols]``.
-
-    Equal to ``distance_boundary_region(gt_mask, d, frame=True)[rows, cols]`` (tested) but computed
-    on the window enlarged by ``floor(d) + 1`` pixels (zero-filled outside the image) with two
-    ``cv2.dilate`` calls instead of two distance transforms: a pixel is in the band iff a pixel of
-    the other label lies at an integer offset with ``sqrt(dx^2 + dy^2) <= d``.
-
-    Parameters
-    ----------
-    gt_mask : np.ndarray
-        Full-image binary mask, shape (H, W).
-    rows, cols : slice
-        Window with non-negative ``start <= stop`` inside the image (no steps).
-    d : float
-        Band half-width in pixels.
-
-    Returns
-    -------
-    np.ndarray
-        Boolean band, shape (rows.stop - rows.start, cols.stop - cols.start).
-
-    Raises
-    ------
-    ValueError
-        If ``gt_mask`` is not 2-D, ``d`` is negative, or the window is not inside the image.
-    """
-    g = np.asarray(gt_mask)
-    if g.ndim != 2:
-        raise UsageError(f"gt_mask must be a 2-D (H, W) array, got shape {g.shape}")
-    if not np.isfinite(d) or d < 0:
-        raise UsageError(f"d must be a finite non-negative number of pixels, got {d!r}")
-    hh, ww = g.shape
-    r0, r1, c0, c1 = rows.start, rows.stop, cols.start, cols.stop
-    if not (0 <= r0 <= r1 <= hh and 0 <= c0 <= c1 <= ww):
-        raise UsageError(f"window rows {r0}:{r1}, cols {c0}:{c1} is not inside the {hh}x{ww} mask")
-    m = int(math.floor(d)) + 1
-    er0, er1 = max(r0 - m, 0), min(r1 + m, hh)
-    ec0, ec1 = max(c0 - m, 0), min(c1 + m, ww)
-    ext = np.zeros((r1 - r0 + 2 * m, c1 - c0 + 2 * m), dtype=bool)
-    ext[er0 - (r0 - m) : er1 - (r0 - m), ec0 - (c0 - m) : ec1 - (c0 - m)] = g[er0:er1, ec0:ec1] != 0
-    # dist(p) <= d  <=>  a pixel of the other label lies at an offset with sqrt(dx^2 + dy^2) <= d
-    # (the same float64 sqrt scipy's EDT evaluates), i.e. band = dil(fg) & dil(bg) with that disk.
-    kern = _euclidean_disk(d)
-    ext8 = ext.view(np.uint8)
-    band = cv2.dilate(ext8, kern).view(bool) & cv2.dilate(1 - ext8, kern).view(bool)
-    return band[m : m + (r1 - r0), m : m + (c1 - c0)]
-
-
-def _euclidean_disk(d: float) -> np.ndarray:
-    """uint8 kernel of the integer offsets with ``sqrt(dx^2 + dy^2) <= d`` (float64, as in EDT)."""
-    r = int(math.floor(d))
-    ax = np.arange(-r, r + 1, dtype=np.int64)
-    sq = (ax[:, None] ** 2 + ax[None, :] ** 2).astype(np.float64)
-    return (np.sqrt(sq) <= d).astype(np.uint8)
-
-
-def _pair_counts(p_mask: np.ndarray, g_mask: np.ndarray, rs: slice, cs: slice, d_list: list[float]) -> np.ndarray:
-    """(len(d_list), 4) int64: n_band, correct_band, n_non_band, correct_non_band inside the window."""
-    correct = (p_mask[rs, cs] != 0) == (g_mask[rs, cs] != 0)
-    n_all = correct.size
-    c_all = int(np.count_nonzero(correct))
-    out = np.zeros((len(d_list), 4), dtype=np.int64)
-    for j, d in enumerate(d_list):
-        band = window_band(g_mask, rs, cs, d)
-        nb = int(np.count_nonzero(band))
-        cb = int(np.count_nonzero(correct & band))
-        out[j] = (nb, cb, n_all - nb, c_all - cb)
-    return out
 
 
 def pair_accuracy(
@@ -177,11 +105,15 @@ def boundary_accuracy_multi(
     score_thr: float = 0.05,
     iou_thr: float = 0.5,
     matches: Matches | None = None,
+    measures: PairMeasures | None = None,
+    jobs: int | None = None,
 ) -> dict[float, dict]:
     """:func:`boundary_accuracy` for several d_hat values with one matching / decoding pass.
 
     ``matches``: the result of ``eval.matching.match(gt, results, score_thr, iou_thr)`` when the caller already has
-    it (shared with boundary F by the evaluator).
+    it (shared with boundary F by the evaluator). ``measures``: the pair pass of :func:`eval.pair_pass.measure_pairs`
+    with these ``acc_ds`` when the caller already ran it (the evaluator runs one for F and accuracy together).
+    ``jobs``: worker processes of the pair pass (default: the usable CPUs).
 
     Returns
     -------
@@ -192,27 +124,11 @@ def boundary_accuracy_multi(
     if not d_list or any(not np.isfinite(d) or d < 0 for d in d_list):
         raise UsageError(f"ds must be a non-empty sequence of finite numbers >= 0, got {ds!r}")
     mt = matches if matches is not None else match(gt, results, score_thr, iou_thr)
-    matches, gt_rles, pred_rles, sizes, anns = mt.pairs, mt.gt_rles, mt.pred_rles, mt.image_sizes, mt.annotations
+    if measures is None or tuple(measures.acc_ds) != tuple(d_list):
+        measures = measure_pairs(mt, acc_ds=tuple(d_list), jobs=jobs)
+    anns = mt.annotations
     # counts[k, j] = (n_band, correct_band, n_non, correct_non) for match k and d_list[j]
-    counts = np.zeros((len(matches), len(d_list), 4), dtype=np.int64)
-    valid = np.zeros(len(matches), dtype=bool)
-    for img_id, ks in mt.by_image().items():
-        h, w = sizes[img_id]
-        pred_cache: dict[int, np.ndarray] = {}
-        for k in ks:
-            pair = matches[k]
-            g_rle = gt_rles[pair["gt_id"]]
-            rs, cs = refinemask_window(gt_bbox(mt.annotation(pair["gt_id"]), g_rle), h, w)
-            if rs.stop <= rs.start or cs.stop <= cs.start:
-                continue
-            g_mask = rle_to_mask(g_rle)
-            pi = pair["pred_index"]
-            p_mask = pred_cache.get(pi)
-            if p_mask is None:
-                p_mask = rle_to_mask(pred_rles[pi])
-                pred_cache[pi] = p_mask
-            counts[k] = _pair_counts(p_mask, g_mask, rs, cs, d_list)
-            valid[k] = True
+    counts, valid = measures.acc, measures.acc_valid
     counts = counts[valid]
     num_matched = int(valid.sum())
     if num_matched == 0:
@@ -261,6 +177,8 @@ def boundary_accuracy(
     d: float = 2.0,
     score_thr: float = 0.05,
     matches: Matches | None = None,
+    measures: PairMeasures | None = None,
+    jobs: int | None = None,
 ) -> dict[str, Any]:
     """Boundary / non-boundary accuracy (RefineMask Fig. 1) over all matched GT instances.
 
@@ -291,4 +209,5 @@ def boundary_accuracy(
 
     Source: RefineMask Fig. 1 and Sec. 3.3 Eq. 1; docs/evaluation.md §7 (window and d_hat: module docstring).
     """
-    return boundary_accuracy_multi(gt, results, ds=(d,), score_thr=score_thr, matches=matches)[float(d)]
+    return boundary_accuracy_multi(gt, results, ds=(d,), score_thr=score_thr, matches=matches, measures=measures,
+                                   jobs=jobs)[float(d)]

@@ -18,8 +18,8 @@ Windows:
   skipped (``num_skipped_degenerate_crop``). F is computed on the cropped masks, so prediction pixels
   outside the window are ignored and the window edge is never a contour.
 
-Masks go through :mod:`eval.masks` (pycocotools), every GT and prediction RLE is built once and every
-mask is decoded once per image.
+Masks go through :mod:`eval.masks` (pycocotools), every GT and prediction RLE is built once, and each pair's two
+masks are decoded once, only inside the window they need (:mod:`eval.pair_pass`, in parallel over images).
 """
 
 from __future__ import annotations
@@ -31,10 +31,9 @@ from typing import Any
 
 import numpy as np
 
-from eval.boundary import f_measure_multi
 from eval.errors import UsageError
-from eval.masks import rle_to_mask
-from eval.matching import Matches, gt_bbox, match, refinemask_window
+from eval.matching import Matches, match
+from eval.pair_pass import PairMeasures, measure_pairs
 
 __all__ = ["boundary_f", "tolerance_key"]
 
@@ -62,6 +61,8 @@ def boundary_f(
     score_thr: float = 0.05,
     iou_thr: float = 0.5,
     matches: Matches | None = None,
+    measures: PairMeasures | None = None,
+    jobs: int | None = None,
 ) -> dict:
     """RefineMask F_npx: mean DAVIS boundary F between each GT and its positive prediction.
 
@@ -80,6 +81,11 @@ def boundary_f(
     matches : Matches, optional
         The result of ``eval.matching.match(gt, results, score_thr, iou_thr)`` when the caller already has it
         (the evaluator shares one matching between boundary F and boundary accuracy).
+    measures : PairMeasures, optional
+        The pair pass (:func:`eval.pair_pass.measure_pairs`) with these tolerances and window, when the caller
+        already ran it (the evaluator runs one pass for boundary F and boundary accuracy together).
+    jobs : int, optional
+        Worker processes of the pair pass (default: the usable CPUs; results do not depend on it).
 
     Returns
     -------
@@ -111,39 +117,26 @@ def boundary_f(
         raise UsageError(f"tolerances must be distinct, got {tolerances!r}")
 
     mt = matches if matches is not None else match(gt, results, score_thr, iou_thr)
-    matches, skipped, gt_rles, pred_rles, sizes, anns = (mt.pairs, mt.skipped_gt_ids, mt.gt_rles, mt.pred_rles,
-                                                         mt.image_sizes, mt.annotations)
+    matches, skipped, anns = mt.pairs, mt.skipped_gt_ids, mt.annotations
 
+    if measures is None or tuple(measures.tolerances) != tuple(float(t) for t in tols) or measures.f_window != window:
+        measures = measure_pairs(mt, tolerances=tols, f_window=window, jobs=jobs)
     rows: list[dict | None] = [None] * len(matches)
     degenerate: list[int] = []
-    for img_id, ks in mt.by_image().items():
-        h, w = sizes[img_id]
-        pred_cache: dict[int, np.ndarray] = {}
-        for k in ks:
-            m = matches[k]
-            g_rle = gt_rles[m["gt_id"]]
-            g_mask = rle_to_mask(g_rle)
-            pi = m["pred_index"]
-            p_mask = pred_cache.get(pi)
-            if p_mask is None:
-                p_mask = rle_to_mask(pred_rles[pi])
-                pred_cache[pi] = p_mask
-            if window == "crop":
-                rs, cs = refinemask_window(gt_bbox(mt.annotation(m["gt_id"]), g_rle), h, w)
-                if rs.stop - rs.start <= 1 or cs.stop - cs.start <= 1:
-                    degenerate.append(m["gt_id"])
-                    continue
-                res, nbp, nbg = f_measure_multi(p_mask[rs, cs], g_mask[rs, cs], tols)
-            else:
-                res, nbp, nbg = f_measure_multi(p_mask, g_mask, tols)
-            row = dict(m)
-            for key, (f, p, r) in zip(keys, res):
-                row[f"F_{key}px"] = f
-                row[f"P_{key}px"] = p
-                row[f"R_{key}px"] = r
-            row["n_boundary_pred"] = nbp
-            row["n_boundary_gt"] = nbg
-            rows[k] = row
+    for k, m in enumerate(matches):
+        f_out = measures.f[k]
+        if f_out is None:  # a degenerate RefineMask crop (<= 1 row or column)
+            degenerate.append(m["gt_id"])
+            continue
+        res, nbp, nbg = f_out
+        row = dict(m)
+        for key, (f, p, r) in zip(keys, res):
+            row[f"F_{key}px"] = f
+            row[f"P_{key}px"] = p
+            row[f"R_{key}px"] = r
+        row["n_boundary_pred"] = nbp
+        row["n_boundary_gt"] = nbg
+        rows[k] = row
     per_instance = [r for r in rows if r is not None]
 
     out: dict[str, Any] = {}

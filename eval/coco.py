@@ -1,7 +1,9 @@
-"""COCO mask AP (pycocotools) and Boundary AP (faster-coco-eval's boundary-iou-api port).
+"""COCO mask AP (pycocotools) and Boundary AP (boundary-iou-api), by vernier or by the references themselves.
 
-Both run the reference implementations themselves on the validated inputs of :mod:`eval.io`; nothing here
-re-implements matching or interpolation, so the numbers are the references' numbers (docs/evaluation.md §2, §9).
+Both run on the validated inputs of :mod:`eval.io` through the engine chosen in :mod:`eval.engines`: vernier in
+strict parity (default) or the reference implementations (pycocotools, faster-coco-eval's boundary-iou-api port);
+nothing here re-implements matching or interpolation, so the numbers are the references' numbers
+(docs/evaluation.md §2, §9).
 Values are fractions in [0, 1]; a slice that the reference marks undefined (-1: no GT in it) is NaN here
 and ``null`` in metrics.json.
 """
@@ -14,6 +16,8 @@ import logging
 import math
 
 import numpy as np
+
+from .engines import DEFAULT_ENGINE, check_engine, vernier_coco
 
 log = logging.getLogger(__name__)
 
@@ -28,12 +32,16 @@ def _undefined_to_nan(v: float) -> float:
 
 
 def pycocotools_coco(ds: dict):
-    """A pycocotools ``COCO`` object built from an in-memory dataset dict (no file re-read)."""
+    """A pycocotools ``COCO`` object built from an in-memory dataset dict (no file re-read).
+
+    The annotation records are shallow copies: ``COCOeval._prepare`` replaces each GT's ``segmentation`` by its
+    RLE in place, which must not leak into the caller's dict (the next metric group would see bytes RLEs).
+    """
     from pycocotools.coco import COCO
 
     with contextlib.redirect_stdout(io.StringIO()):
         coco = COCO()
-        coco.dataset = ds
+        coco.dataset = dict(ds, annotations=[dict(a) for a in ds["annotations"]])
         coco.createIndex()
     return coco
 
@@ -57,12 +65,15 @@ def _zeros(cat_ids) -> dict:
     return {"summary": {k: 0.0 for k in COCO_STATS}, "per_category": {int(c): 0.0 for c in cat_ids}}
 
 
-def coco_mask_ap(gt: dict, results: list[dict]) -> dict:
-    """COCO mask AP through pycocotools ``COCOeval(iouType='segm')`` with default ``Params``.
+def coco_mask_ap(gt: dict, results: list[dict], engine: str = DEFAULT_ENGINE,
+                 num_threads: int | None = None) -> dict:
+    """COCO mask AP as pycocotools ``COCOeval(iouType='segm')`` with default ``Params`` computes it.
 
     Args:
         gt: validated COCO ground truth (:func:`eval.io.validate_gt`).
         results: validated results (:func:`eval.io.validate_results`): RLE masks at image size.
+        engine: ``"vernier"`` (strict parity, :mod:`eval.engines`) or ``"reference"`` (pycocotools itself).
+        num_threads: vernier's threads (default: the usable CPUs); the reference is single-threaded.
 
     Returns:
         ``{"summary": {AP, AP50, AP75, APs, APm, APl, AR1, AR10, AR100, ARs100, ARm100, ARl100},
@@ -72,11 +83,13 @@ def coco_mask_ap(gt: dict, results: list[dict]) -> dict:
     Source: pycocotools 2.0.11 ``cocoeval.py`` (IoU 0.50:0.05:0.95, 101 recall points, maxDets 1/10/100,
     inclusive area ranges 32² / 96²); docs/evaluation.md §2.
     """
-    from pycocotools.cocoeval import COCOeval
-
     cat_ids = sorted(c["id"] for c in gt["categories"])
     if not results:
         return _zeros(cat_ids)
+    if check_engine(engine) == "vernier":
+        return _summary(*vernier_coco(gt, results, "segm", num_threads=num_threads))
+    from pycocotools.cocoeval import COCOeval
+
     coco_gt = pycocotools_coco(gt)
     with contextlib.redirect_stdout(io.StringIO()) as buf:
         coco_dt = coco_gt.loadRes([dict(r) for r in results])
@@ -88,7 +101,8 @@ def coco_mask_ap(gt: dict, results: list[dict]) -> dict:
     return _summary(ev.stats, ev.eval["precision"], ev.params.catIds)
 
 
-def boundary_ap(gt: dict, results: list[dict], dilation_ratio: float = 0.02) -> dict:
+def boundary_ap(gt: dict, results: list[dict], dilation_ratio: float = 0.02, engine: str = DEFAULT_ENGINE,
+                num_threads: int | None = None) -> dict:
     """Boundary AP (Cheng et al., CVPR 2021) through faster-coco-eval ``COCOeval_faster(iouType='boundary')``.
 
     The matching IoU of a (detection, non-crowd GT) pair is min(mask IoU, Boundary IoU), the boundary band
@@ -98,6 +112,8 @@ def boundary_ap(gt: dict, results: list[dict], dilation_ratio: float = 0.02) -> 
     Args:
         gt, results: as :func:`coco_mask_ap`.
         dilation_ratio: 0.02 for COCO/LVIS (boundary-iou-api default), 0.005 for Cityscapes.
+        engine: ``"vernier"`` (strict parity with boundary-iou-api, :mod:`eval.engines`) or ``"reference"``
+            (faster-coco-eval's port). num_threads: as :func:`coco_mask_ap`.
 
     Returns:
         Same shape as :func:`coco_mask_ap`.
@@ -105,14 +121,16 @@ def boundary_ap(gt: dict, results: list[dict], dilation_ratio: float = 0.02) -> 
     Source: bowenc0221/boundary-iou-api ``coco_instance_api``; faster-coco-eval 1.8.0 reproduces it to 1e-16
     (data/golden/README.md §4, docs/evaluation.md §9).
     """
-    from faster_coco_eval import COCO as FCOCO
-    from faster_coco_eval import COCOeval_faster
-
     cat_ids = sorted(c["id"] for c in gt["categories"])
     if not results:
         return _zeros(cat_ids)
+    if check_engine(engine) == "vernier":
+        return _summary(*vernier_coco(gt, results, "boundary", dilation_ratio, num_threads=num_threads))
+    from faster_coco_eval import COCO as FCOCO
+    from faster_coco_eval import COCOeval_faster
+
     with contextlib.redirect_stdout(io.StringIO()):
-        coco_gt = FCOCO(gt)
+        coco_gt = FCOCO(dict(gt, annotations=[dict(a) for a in gt["annotations"]]))  # it too rewrites GT masks
         coco_dt = coco_gt.loadRes([dict(r) for r in results])
         ev = COCOeval_faster(coco_gt, coco_dt, iouType="boundary", boundary_dilation_ratio=dilation_ratio,
                              print_function=log.debug)

@@ -9,20 +9,24 @@ Metric groups (names used by ``--metrics`` and as metrics.json keys; every value
 ========================  =========================  ==================================================
 group                     scored against             keys
 ========================  =========================  ==================================================
-``coco``                  ``gt`` (COCO json)         AP, AP50, AP75, APs, APm, APl (pycocotools)
-``ap_star``               ``lvis_gt`` (cocofied)     AP .. APl, APr, APc, APf (lvis-api LVISEval)
+``coco``                  ``gt`` (COCO json)         AP, AP50, AP75, APs, APm, APl (as pycocotools)
+``ap_star``               ``lvis_gt`` (cocofied)     AP .. APl, APr, APc, APf (as lvis-api LVISEval)
 ``lvis``                  ``lvis_gt`` (raw LVIS)     same keys, for LVIS-trained results
 ``boundary_f``            ``gt``                     F1px, F3px, F5px, num_matched, num_gt (appendix A.2)
 ``boundary_acc``          ``gt``                     boundary, non_boundary (Fig. 1, Sec. 3.3 Eq. 1)
-``boundary_ap``           ``gt``                     AP .. APl with Boundary IoU (faster-coco-eval)
+``boundary_ap``           ``gt``                     AP .. APl with Boundary IoU (as boundary-iou-api)
 ``cityscapes``            ``gt`` + gtFine dir        AP, AP50 (official cityscapesscripts)
 ========================  =========================  ==================================================
+
+``coco``, ``ap_star``, ``lvis`` and ``boundary_ap`` are computed by the engine of :attr:`EvalParams.engine`
+(:mod:`eval.engines`: vernier in strict parity by default, the reference libraries with ``"reference"``).
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +34,7 @@ from typing import Any
 
 from . import io as eio
 from .coco import AP_KEYS, boundary_ap, coco_mask_ap
+from .engines import DEFAULT_ENGINE, check_engine
 from .errors import UsageError
 from .lvis_ap import LVIS_AP_KEYS, is_cocofied, lvis_ap
 
@@ -73,6 +78,9 @@ class EvalParams:
         boundary_dilation_ratio: Boundary IoU's d as a fraction of the image diagonal (0.02 COCO/LVIS).
         lvis_max_dets: detections per image for AP*/LVIS AP (300, lvis-api).
         keep_bbox: keep ``bbox`` in results (detection areas from boxes, RefineMask-compatible APs/m/l).
+        engine: who computes ``coco``, ``boundary_ap``, ``ap_star`` and ``lvis``: ``"vernier"`` (strict parity,
+            default) or ``"reference"`` (pycocotools, faster-coco-eval, lvis-api); :mod:`eval.engines`.
+        jobs: worker processes of boundary F / boundary accuracy and threads of vernier (None: the usable CPUs).
     """
 
     boundary_f_tolerances: tuple[int, ...] = (1, 3, 5)
@@ -82,6 +90,8 @@ class EvalParams:
     boundary_dilation_ratio: float = 0.02
     lvis_max_dets: int = 300
     keep_bbox: bool = False
+    engine: str = DEFAULT_ENGINE
+    jobs: int | None = None
 
 
 @dataclass
@@ -93,12 +103,15 @@ class EvalOutput:
         details: per-category AP and the extra summary numbers (AR, LVIS AR@300, ...) per group.
         per_instance: one row per non-crowd GT of ``gt`` (matched prediction, IoU, F values, accuracies).
         warnings: messages about the inputs (empty results, ...).
+        timings: seconds per group, in evaluation order (the shared matching and pair pass count to the first
+            group that needs them, ``boundary_f`` when it is evaluated).
     """
 
     metrics: dict[str, dict[str, Any]]
     details: dict[str, Any] = field(default_factory=dict)
     per_instance: list[dict[str, Any]] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
 
 
 def available_groups(gt: dict | None, lvis_gt: dict | None, cityscapes_gt_dir=None) -> list[str]:
@@ -137,6 +150,9 @@ class InstanceSegEvaluator:
         self.gt_path, self.lvis_gt_path = gt_path, lvis_gt_path
         self.cityscapes_gt_dir, self.cityscapes_split = cityscapes_gt_dir, cityscapes_split
         self.params = params or EvalParams()
+        check_engine(self.params.engine)
+        if self.params.jobs is not None and (not isinstance(self.params.jobs, int) or self.params.jobs < 1):
+            raise UsageError(f"jobs must be a positive integer, got {self.params.jobs!r}")
         allowed = available_groups(gt, lvis_gt, cityscapes_gt_dir)
         metrics = list(metrics) if metrics else allowed
         for m in metrics:
@@ -156,6 +172,7 @@ class InstanceSegEvaluator:
         self._lvis_results: list[dict] = []
         self._n = 0
         self._matches = None
+        self._measures = None
 
     def process(self, results: list[dict], source=None, lvis_results: list[dict] | None = None) -> None:
         """Validate and store a batch of COCO-format detections.
@@ -180,7 +197,7 @@ class InstanceSegEvaluator:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", eio.EmptyResultsWarning)
             if uses_gt and coco_part:
-                self._matches = None
+                self._matches = self._measures = None
                 self._coco_results += eio.validate_results(coco_part, self.gt, source, gt_path=self.gt_path,
                                                            keep_bbox=self.params.keep_bbox)
             if uses_lvis and lvis_part:
@@ -261,10 +278,12 @@ class InstanceSegEvaluator:
         return out
 
     def _evaluate_groups(self, out: EvalOutput) -> None:
-        self._matches = None
+        self._matches = self._measures = None
         for g in self.metrics:
             log.info("evaluating %s", g)
+            t0 = time.perf_counter()
             metrics, details, rows = GROUP_FUNCS[g](self)
+            out.timings[g] = time.perf_counter() - t0
             out.metrics[g] = metrics
             out.details[g] = details
             if rows:
@@ -276,23 +295,38 @@ class InstanceSegEvaluator:
         if self._matches is None:
             from .matching import match
 
-            self._matches = match(self.gt, self._coco_results, score_thr=self.params.score_thr)
+            self._matches = match(self.gt, self._coco_results, score_thr=self.params.score_thr, jobs=self.params.jobs)
         return self._matches
+
+    def pair_measures(self):
+        """The one pass over the matched pairs (:func:`eval.pair_pass.measure_pairs`) that boundary F and boundary
+        accuracy share: each pair's masks decoded once, in crops, over ``params.jobs`` processes."""
+        if self._measures is None:
+            from .pair_pass import measure_pairs
+
+            p = self.params
+            self._measures = measure_pairs(
+                self.matches(), tolerances=p.boundary_f_tolerances if "boundary_f" in self.metrics else (),
+                f_window=p.boundary_f_window, acc_ds=(p.boundary_acc_d,) if "boundary_acc" in self.metrics else (),
+                jobs=p.jobs)
+        return self._measures
 
 
 # -- the metric groups: name -> function(evaluator) -> (metrics, details, per-instance rows) ---------------------
 def _coco(ev: InstanceSegEvaluator):
-    r = coco_mask_ap(ev.gt, ev._coco_results)
+    r = coco_mask_ap(ev.gt, ev._coco_results, engine=ev.params.engine, num_threads=ev.params.jobs)
     return {k: r["summary"][k] for k in AP_KEYS}, r, []
 
 
 def _boundary_ap(ev: InstanceSegEvaluator):
-    r = boundary_ap(ev.gt, ev._coco_results, dilation_ratio=ev.params.boundary_dilation_ratio)
+    r = boundary_ap(ev.gt, ev._coco_results, dilation_ratio=ev.params.boundary_dilation_ratio,
+                    engine=ev.params.engine, num_threads=ev.params.jobs)
     return {k: r["summary"][k] for k in AP_KEYS}, r, []
 
 
 def _lvis(ev: InstanceSegEvaluator):
-    r = lvis_ap(ev.lvis_gt, ev._lvis_results, max_dets=ev.params.lvis_max_dets)
+    r = lvis_ap(ev.lvis_gt, ev._lvis_results, max_dets=ev.params.lvis_max_dets, engine=ev.params.engine,
+                num_threads=ev.params.jobs)
     return {k: r["summary"][k] for k in LVIS_AP_KEYS}, r, []
 
 
@@ -301,7 +335,7 @@ def _boundary_f(ev: InstanceSegEvaluator):
 
     p = ev.params
     r = boundary_f(ev.gt, ev._coco_results, tolerances=p.boundary_f_tolerances, window=p.boundary_f_window,
-                   score_thr=p.score_thr, matches=ev.matches())
+                   score_thr=p.score_thr, matches=ev.matches(), measures=ev.pair_measures())
     rows = r.pop("per_instance")
     keys = [f"F{n}px" for n in p.boundary_f_tolerances] + ["num_matched", "num_gt"]
     return ({k: r[k] for k in keys}, r,
@@ -312,7 +346,7 @@ def _boundary_acc(ev: InstanceSegEvaluator):
     from .boundary_acc import boundary_accuracy
 
     r = boundary_accuracy(ev.gt, ev._coco_results, d=ev.params.boundary_acc_d, score_thr=ev.params.score_thr,
-                          matches=ev.matches())
+                          matches=ev.matches(), measures=ev.pair_measures())
     rows = r.pop("per_instance", [])
     return {"boundary": r["boundary"], "non_boundary": r["non_boundary"]}, r, rows
 

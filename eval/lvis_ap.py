@@ -18,6 +18,7 @@ import os
 
 import numpy as np
 
+from .engines import DEFAULT_ENGINE, check_engine, vernier_lvis
 from .io import EvalInputError, load_json, write_json
 
 log = logging.getLogger(__name__)
@@ -51,8 +52,9 @@ def _lvis_from_dict(ds: dict):
     return obj
 
 
-def lvis_ap(lvis_gt: dict, results: list[dict], max_dets: int = 300) -> dict:
-    """LVIS-style AP with lvis-api ``LVISResults`` + ``LVISEval(iou_type='segm')``.
+def lvis_ap(lvis_gt: dict, results: list[dict], max_dets: int = 300, engine: str = DEFAULT_ENGINE,
+            num_threads: int | None = None) -> dict:
+    """LVIS-style AP as lvis-api ``LVISResults`` + ``LVISEval(iou_type='segm')`` computes it.
 
     Used for AP* (``lvis_gt`` = cocofied LVIS v0.5 val, ``results`` = a COCO model's results) and for plain
     LVIS AP (raw LVIS file, LVIS-trained results). The federated rules apply: detections of classes neither
@@ -63,6 +65,8 @@ def lvis_ap(lvis_gt: dict, results: list[dict], max_dets: int = 300) -> dict:
         lvis_gt: a validated LVIS-format dict (:func:`eval.io.validate_gt` with ``expect="lvis"``).
         results: validated results (:func:`eval.io.validate_results`).
         max_dets: detections kept per image (300 is the official value).
+        engine: ``"vernier"`` (strict parity, :mod:`eval.engines`) or ``"reference"`` (lvis-api itself).
+        num_threads: vernier's threads (default: the usable CPUs).
 
     Returns:
         ``{"summary": {AP, AP50, AP75, APs, APm, APl, APr, APc, APf, AR@300, ARs@300, ARm@300, ARl@300},
@@ -71,11 +75,14 @@ def lvis_ap(lvis_gt: dict, results: list[dict], max_dets: int = 300) -> dict:
 
     Source: lvis-api 0.5.3 ``lvis/eval.py``, ``lvis/results.py``; docs/evaluation.md §3, §4.
     """
-    from lvis import LVISEval, LVISResults
-
     cat_ids = sorted(c["id"] for c in lvis_gt["categories"])
     if not results:
         return {"summary": {k: 0.0 for k in LVIS_ALL_KEYS}, "per_category": {c: 0.0 for c in cat_ids}}
+    if check_engine(engine) == "vernier":
+        stats, precision, cats = vernier_lvis(lvis_gt, results, max_dets, num_threads=num_threads)
+        return _lvis_summary(dict(zip(LVIS_ALL_KEYS, stats)), precision, cats)
+    from lvis import LVISEval, LVISResults
+
     logging.getLogger("lvis.results").setLevel(logging.ERROR)  # "Assuming user provided the results in correct format."
     with lvis_numpy_shim():
         gt = _lvis_from_dict(lvis_gt)
@@ -84,9 +91,14 @@ def lvis_ap(lvis_gt: dict, results: list[dict], max_dets: int = 300) -> dict:
         ev.run()
         res = ev.get_results()
         precision = ev.eval["precision"]  # [T, R, K, A]
+    return _lvis_summary(res, precision, ev.params.cat_ids)
+
+
+def _lvis_summary(res: dict, precision: np.ndarray, cat_ids) -> dict:
+    """metrics of :func:`lvis_ap` from LVISEval's results dict and ``precision`` [T, R, K, A]."""
     summary = {k: (float("nan") if res[k] == -1 else float(res[k])) for k in LVIS_ALL_KEYS}
     per_cat = {}
-    for k, c in enumerate(ev.params.cat_ids):
+    for k, c in enumerate(cat_ids):
         p = precision[:, :, k, 0]
         p = p[p > -1]
         per_cat[int(c)] = float(np.mean(p)) if p.size else float("nan")

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 from pycocotools import mask as mask_utils
 
+from eval.engines import usable_cpus
 from eval.errors import UsageError
 from eval.masks import segm_to_rle
 
@@ -92,35 +93,24 @@ def _group_results(results: list[dict], score_thr: float) -> dict[tuple[Any, Any
     return groups
 
 
-def match(gt: dict, results: list[dict], score_thr: float = 0.05, iou_thr: float = 0.5) -> Matches:
-    """The positive prediction of every non-crowd GT instance (RefineMask appendix A.2).
+#: fewer results than this are matched in-process by default (starting workers costs more than it saves)
+PARALLEL_MIN_RESULTS = 50_000
+_SHARED: tuple | None = None  # what forked matching workers read (inherited, never pickled)
 
-    Args:
-        gt: parsed COCO-format GT (``images`` with ``height``/``width`` in pixels, ``annotations``); cocofied LVIS
-            files work too (a missing ``iscrowd`` counts as 0).
-        results: COCO results with ``image_id``, ``category_id``, ``score`` and ``segmentation`` (compressed RLE
-            with str/bytes counts, uncompressed RLE or polygons, rasterised at the image size).
-        score_thr: candidates need ``score >= score_thr``. iou_thr: the best candidate needs mask IoU ``>= iou_thr``.
 
-    Raises:
-        UsageError: ``gt`` is not a COCO-format dict, an image lacks its size, an annotation refers to an unknown
-            image, or a result lacks a required key.
-    """
-    sizes = _image_sizes(gt)
-    anns = [a for a in gt["annotations"] if not a.get("iscrowd", 0)]
-    groups = _group_results(results, score_thr)
-    pred_rles: dict[int, dict] = {}
+def _match_chunk(ann_idx: list[int]) -> tuple[dict, dict, dict]:
+    """Match the annotations ``ann_idx`` of :data:`_SHARED`: (index -> pair dict or None, gt RLEs, pred RLEs)."""
+    anns, groups, results, sizes, iou_thr = _SHARED
+    outcome: dict[int, Any] = {}
     gt_rles: dict[Any, dict] = {}
-    pairs: list[dict[str, Any]] = []
-    skipped: list[int] = []
-    for ann in anns:
+    pred_rles: dict[int, dict] = {}
+    for j in ann_idx:
+        ann = anns[j]
         img_id = ann["image_id"]
-        if img_id not in sizes:
-            raise UsageError(f"annotation {ann.get('id')!r} refers to unknown image {img_id!r}")
         h, w = sizes[img_id]
         cand = groups.get((img_id, ann["category_id"]))
         if not cand:
-            skipped.append(ann["id"])
+            outcome[j] = None
             continue
         g_rle = segm_to_rle(ann["segmentation"], h, w)
         cand_rles = []
@@ -133,12 +123,82 @@ def match(gt: dict, results: list[dict], score_thr: float = 0.05, iou_thr: float
         ious = np.asarray(mask_utils.iou(cand_rles, [g_rle], [0]), dtype=np.float64).reshape(-1)
         best = int(np.argmax(ious))  # first maximum = first in results-list order
         if not ious[best] >= iou_thr:
-            skipped.append(ann["id"])
+            outcome[j] = None
             continue
         gt_rles[ann["id"]] = g_rle
         pi = cand[best]
-        pairs.append({"gt_id": ann["id"], "image_id": img_id, "category_id": ann["category_id"], "pred_index": pi,
-                      "score": float(results[pi]["score"]), "mask_iou": float(ious[best])})
+        outcome[j] = {"gt_id": ann["id"], "image_id": img_id, "category_id": ann["category_id"], "pred_index": pi,
+                      "score": float(results[pi]["score"]), "mask_iou": float(ious[best])}
+    return outcome, gt_rles, pred_rles
+
+
+def _match_parallel(anns, groups, results, sizes, iou_thr, jobs) -> list[tuple[dict, dict, dict]]:
+    """:func:`_match_chunk` over all annotations: in this process, or in ``jobs`` forked workers, split by image."""
+    import sys
+
+    global _SHARED
+    if jobs is None:
+        jobs = usable_cpus()
+    _SHARED = (anns, groups, results, sizes, iou_thr)
+    try:
+        fork_ok = sys.platform == "linux" and "torch" not in sys.modules
+        if jobs <= 1 or not fork_ok or len(anns) < 2:
+            return [_match_chunk(list(range(len(anns))))]
+        from concurrent.futures import ProcessPoolExecutor
+        from multiprocessing import get_context
+
+        by_image: dict[Any, list[int]] = defaultdict(list)
+        for j, a in enumerate(anns):
+            by_image[a["image_id"]].append(j)
+        images = list(by_image.values())
+        n_chunks = min(len(images), jobs * 8)
+        chunks = [[j for im in images[c::n_chunks] for j in im] for c in range(n_chunks)]
+        with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("fork")) as pool:
+            return list(pool.map(_match_chunk, chunks))
+    finally:
+        _SHARED = None
+
+
+def match(gt: dict, results: list[dict], score_thr: float = 0.05, iou_thr: float = 0.5,
+          jobs: int | None = None) -> Matches:
+    """The positive prediction of every non-crowd GT instance (RefineMask appendix A.2).
+
+    Args:
+        gt: parsed COCO-format GT (``images`` with ``height``/``width`` in pixels, ``annotations``); cocofied LVIS
+            files work too (a missing ``iscrowd`` counts as 0).
+        results: COCO results with ``image_id``, ``category_id``, ``score`` and ``segmentation`` (compressed RLE
+            with str/bytes counts, uncompressed RLE or polygons, rasterised at the image size).
+        score_thr: candidates need ``score >= score_thr``. iou_thr: the best candidate needs mask IoU ``>= iou_thr``.
+        jobs: worker processes (forked, split by image; in-process once torch is loaded or for fewer than
+            :data:`PARALLEL_MIN_RESULTS` results unless given). The result does not depend on it.
+
+    Raises:
+        UsageError: ``gt`` is not a COCO-format dict, an image lacks its size, an annotation refers to an unknown
+            image, or a result lacks a required key.
+    """
+    sizes = _image_sizes(gt)
+    anns = [a for a in gt["annotations"] if not a.get("iscrowd", 0)]
+    for ann in anns:
+        if ann["image_id"] not in sizes:
+            raise UsageError(f"annotation {ann.get('id')!r} refers to unknown image {ann['image_id']!r}")
+    groups = _group_results(results, score_thr)
+    jobs = 1 if jobs is None and len(results) < PARALLEL_MIN_RESULTS else jobs
+    parts = _match_parallel(anns, groups, results, sizes, iou_thr, jobs)
+    pred_rles: dict[int, dict] = {}
+    gt_rles: dict[Any, dict] = {}
+    pairs: list[dict[str, Any]] = []
+    skipped: list[int] = []
+    outcome: dict[int, Any] = {}
+    for part_outcome, part_gt, part_pred in parts:
+        outcome.update(part_outcome)
+        gt_rles.update(part_gt)
+        pred_rles.update(part_pred)
+    for j, ann in enumerate(anns):  # GT-file order, whatever the split
+        o = outcome[j]
+        if o is None:
+            skipped.append(ann["id"])
+        else:
+            pairs.append(o)
     return Matches(pairs, skipped, anns, sizes, gt_rles, pred_rles, score_thr, iou_thr)
 
 

@@ -1,6 +1,7 @@
 """Writing an evaluation: ``metrics.json`` (fractions + provenance), ``metrics.md`` (×100 table), per-instance CSV.
 
-Every file is written through :func:`eval.io.atomic_write`: a failure leaves no half-written output.
+Every file is written through :func:`eval.io.atomic_write`; the three files of an evaluation are renamed into place
+together (:func:`eval.io.atomic_write_group`): a failure leaves no half-written output and no partial set.
 """
 
 from __future__ import annotations
@@ -16,10 +17,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from .io import atomic_write, sha256_file, write_json
+from .io import atomic_write, atomic_write_group, dump_json, sha256_file
 
 #: packages whose versions go into every provenance block
-TRACKED_PACKAGES = ("refinemask-bench", "numpy", "scipy", "pycocotools", "lvis", "faster-coco-eval",
+TRACKED_PACKAGES = ("refinemask-bench", "numpy", "scipy", "pycocotools", "lvis", "faster-coco-eval", "vernier",
                     "cityscapesscripts", "opencv-python", "torch", "torchvision", "pandas", "matplotlib")
 
 #: keys that are counts, not fractions (rendered as integers, never ×100)
@@ -141,14 +142,22 @@ def metrics_markdown(metrics: dict[str, dict[str, Any]], title: str | None = Non
 
 def write_csv(path: str | os.PathLike, rows: list[dict[str, Any]]) -> None:
     """Write dict rows as CSV atomically (columns: union of keys in first-seen order)."""
-    cols: list[str] = []
-    for r in rows:
-        cols += [k for k in r if k not in cols]
     with atomic_write(path) as f:
-        w = csv.DictWriter(f, fieldnames=cols or ["gt_id"])
-        w.writeheader()
-        for r in rows:
-            w.writerow({k: ("" if (isinstance(v, float) and math.isnan(v)) else v) for k, v in r.items()})
+        _csv_rows(f, rows)
+
+
+def _csv_rows(f, rows: list[dict[str, Any]]) -> None:
+    cols: list[str] = []
+    seen: set[str] = set()
+    for r in rows:
+        for k in r:
+            if k not in seen:
+                seen.add(k)
+                cols.append(k)
+    w = csv.DictWriter(f, fieldnames=cols or ["gt_id"])
+    w.writeheader()
+    for r in rows:
+        w.writerow({k: ("" if (isinstance(v, float) and math.isnan(v)) else v) for k, v in r.items()})
 
 
 def write_evaluation(out_dir: str | os.PathLike, metrics: dict, prov: dict, per_instance: list[dict],
@@ -172,11 +181,11 @@ def write_evaluation(out_dir: str | os.PathLike, metrics: dict, prov: dict, per_
     md = metrics_markdown(metrics, title)
     if warnings:
         md += "\n" + "\n".join(f"> **Warning:** {w}" for w in warnings) + "\n"
-    # write everything to temporaries first, rename last, so a failure leaves no partial set
-    write_csv(paths["csv"], per_instance)
-    with atomic_write(paths["md"]) as f:
-        f.write(md + "\n")
-    write_json(paths["json"], doc)
+    # all three are written to temporaries and renamed together, or none is (docs/evaluation.md §1)
+    with atomic_write_group([paths["csv"], paths["md"], paths["json"]]) as (f_csv, f_md, f_json):
+        _csv_rows(f_csv, per_instance)
+        f_md.write(md + "\n")
+        dump_json(doc, f_json)
     return paths
 
 

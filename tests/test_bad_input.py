@@ -199,6 +199,29 @@ def test_failure_leaves_existing_output_untouched(tmp_path, capsys, good):
     assert not list(out.glob(".*.tmp"))
 
 
+def test_outputs_are_written_together_or_not_at_all(tmp_path, good, monkeypatch):
+    """metrics.json failing to serialise (after metrics.md and per_instance.csv were rendered) leaves none of the
+    three in place and no temporary behind; the previous set stays as it was."""
+    import eval.output
+
+    out = tmp_path / "out"
+    assert main(["eval", "--gt", str(COCO_VAL_GT), "--results", str(_write(tmp_path, "ok.json", good)),
+                 "--out", str(out), "--metrics", "coco"]) == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    fresh = tmp_path / "fresh"
+
+    def broken(obj, f):
+        f.write("{")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(eval.output, "dump_json", broken)
+    for target in (out, fresh):  # not an input error: exit 1 with the traceback
+        assert main(["eval", "--gt", str(COCO_VAL_GT), "--results", str(_write(tmp_path, "ok.json", good)),
+                     "--out", str(target), "--metrics", "coco"]) == 1
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    assert not fresh.exists() or not list(fresh.iterdir())
+
+
 # --------------------------------------------------------------------------------------------------
 # Corrupt RLEs never reach pycocotools (it hangs on some and reads uninitialised memory on others)
 

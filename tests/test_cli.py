@@ -170,3 +170,27 @@ def test_demo_overfit_table():
     md = overfit_markdown({"preset": "mask_rcnn_r50_fpn_1x_coco", "iters": 30, "AP": 0.6543, "AP50": 1.0,
                            "F1px": 0.2049, "total_time_s": 41.2})
     assert "| mask_rcnn_r50_fpn_1x_coco | 30 | 65.4 | 100.0 | 20.5 | 41 |" in md
+
+
+def test_engine_reference_and_jobs_give_the_same_metrics(full_eval, tmp_path):
+    """`--engine reference --jobs 1` (pycocotools, faster-coco-eval, lvis-api, one process) writes the numbers of the
+    default run (vernier, all CPUs); the engine and its versions are in the provenance."""
+    out = tmp_path / "ref"
+    assert main(["eval", "--gt", str(COCO_VAL_GT), "--lvis-gt", str(LVIS_COCOFIED), "--results", str(PREDS_A),
+                 "--lvis-results", str(PREDS_A_LVIS), "--out", str(out), "--engine", "reference", "--jobs", "1"]) == 0
+    ref, default = (json.loads((d / "metrics.json").read_text()) for d in (out, full_eval))
+    for g in SHAPE:
+        for k, v in default[g].items():
+            assert (v is None and ref[g][k] is None) or abs(ref[g][k] - v) <= 1e-12, (g, k)
+    assert default["provenance"]["params"]["engine"] == "vernier"
+    assert ref["provenance"]["params"]["engine"] == "reference"
+    assert default["provenance"]["versions"]["vernier"] == "0.5.4"
+    assert (out / "per_instance.csv").read_text() == (full_eval / "per_instance.csv").read_text()
+
+
+@pytest.mark.parametrize("bad", [["--engine", "fast"], ["--jobs", "0"], ["--jobs", "two"]])
+def test_bad_engine_or_jobs_is_a_usage_error(tmp_path, bad, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["eval", "--gt", str(COCO_VAL_GT), "--results", str(PREDS_A), "--out", str(tmp_path / "o"), *bad])
+    assert exc.value.code == 2
+    assert not (tmp_path / "o").exists()

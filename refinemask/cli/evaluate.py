@@ -37,8 +37,25 @@ def add_eval_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--trained-as-paper", action="store_true",
                    help="with --preset: declare that the model was trained elsewhere with the paper's protocol "
                    "(full training set and schedule, ImageNet backbone); recorded as such in run.train")
+    p.add_argument("--engine", choices=("vernier", "reference"), default="vernier",
+                   help="who computes coco, boundary_ap, ap_star and lvis: vernier in strict parity (default, checked "
+                   "equal to the references on every test run) or the reference libraries themselves (pycocotools, "
+                   "faster-coco-eval, lvis-api)")
+    p.add_argument("--jobs", type=_positive_int, default=None,
+                   help="worker processes for boundary F / boundary accuracy and threads for vernier (default: the "
+                   "usable CPUs; the numbers do not depend on it)")
     p.add_argument("--keep-bbox", action="store_true", help="keep `bbox` in results: detection areas from boxes "
                    "(RefineMask-compatible APs/APm/APl); default pops it as detectron2 and mmdet 3.x do")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        v = 0
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive integer")
+    return v
 
 
 def run_eval(args) -> int:
@@ -62,7 +79,7 @@ def run_eval(args) -> int:
     gt = load_gt(args.gt, "coco") if args.gt else None
     lvis_gt = load_gt(args.lvis_gt, "lvis") if args.lvis_gt else None
     params = EvalParams(boundary_f_window=args.boundary_f_window, boundary_acc_d=args.boundary_acc_d,
-                        score_thr=args.score_thr, keep_bbox=args.keep_bbox)
+                        score_thr=args.score_thr, keep_bbox=args.keep_bbox, engine=args.engine, jobs=args.jobs)
     metrics = [m.strip() for m in args.metrics.split(",") if m.strip()] if args.metrics else None
     ev = InstanceSegEvaluator(gt, lvis_gt, metrics, params, gt_path=args.gt, lvis_gt_path=args.lvis_gt,
                               cityscapes_gt_dir=args.cityscapes_gt_dir, cityscapes_split=args.cityscapes_split)

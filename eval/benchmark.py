@@ -37,6 +37,7 @@ import cv2
 import numpy as np
 from tqdm.auto import tqdm
 
+from .errors import UsageError
 from .masks import ann_to_mask, mask_to_rle
 
 log = logging.getLogger(__name__)
@@ -241,7 +242,7 @@ def run(args) -> int:
     engines = [e.strip() for e in args.engines.split(",") if e.strip()]
     for e in engines:
         if e not in ENGINES:
-            raise SystemExit(f"rmbench bench-eval: unknown engine {e!r} (choose from {', '.join(ENGINES)})")
+            raise UsageError(f"unknown engine {e!r} in --engines; choose from {', '.join(ENGINES)}")
     if args.lvis:
         n_images, dets = args.images or 2000, args.dets or 300
         lv = load_json(bundled("lvis", "lvis_val_100.json"), "LVIS ground truth")

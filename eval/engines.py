@@ -185,3 +185,35 @@ def vernier_lvis(lvis_gt: dict, results: list[dict], max_dets: int = 300,
     acc = grid.accumulate([max_dets])
     stats = list(acc.summarize_lvis(ds, [max_dets]).stats)
     return stats, np.asarray(acc.precision)[..., 0], sorted(c["id"] for c in lvis_gt["categories"])
+
+
+def vernier_eval_imgs(gt: dict, results: list[dict], iou: str = "segm", lvis: bool = False,
+                      dilation_ratio: float = 0.02, num_threads: int | None = None) -> tuple[list, list, list, int]:
+    """Per-image evaluation records in the references' layout, for re-accumulation (:mod:`eval.accumulate`).
+
+    vernier in strict parity with ``retain_meta=True``; its ``eval_imgs()`` equals pycocotools' ``evalImgs`` (segm),
+    lvis-api's ``eval_imgs`` (``lvis=True``) field by field (tests/test_compare.py).
+
+    Args:
+        gt, results: validated ground truth and non-empty results. iou: ``"segm"`` or ``"boundary"`` (COCO only).
+        lvis: federated LVIS rules, 300 detections per image.
+
+    Returns:
+        (eval_imgs [K·A·N entries, None or a dict with ``dtScores``, ``dtMatches``, ``dtIgnore``, ``gtIgnore``, ...],
+        the N image ids in sorted order, the K category ids in sorted order, detections kept per image).
+    """
+    from vernier import _core
+
+    ds = vernier_dataset(gt, lvis=lvis)
+    dts, dt_area = _detections(results)
+    max_det = 300 if lvis else _COCO_MAX_DETS[-1]
+    kw = dict(parity_mode="strict", max_dets_per_image=max_det, use_cats=True, dt_area=dt_area,
+              num_threads=num_threads or usable_cpus(), retain_meta=True)
+    if iou == "segm":
+        grid = _core.evaluate_segm_grid(ds, dts, **kw)
+    elif iou == "boundary" and not lvis:
+        grid = _core.evaluate_boundary_grid(ds, dts, dilation_ratio=dilation_ratio, **kw)
+    else:
+        raise UsageError(f"iou must be 'segm' or 'boundary' (COCO only), got {iou!r}")
+    return (grid.eval_imgs(), sorted(im["id"] for im in gt["images"]), sorted(c["id"] for c in gt["categories"]),
+            max_det)

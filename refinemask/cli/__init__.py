@@ -6,6 +6,7 @@ the PointRend and HTC presets and builders). One module per command group, each 
 ``run`` pair (:class:`Command`):
 
 - :mod:`.evaluate`  ``eval``, ``cocofy-lvis``, ``cityscapes-to-coco``, ``bench-eval``
+- :mod:`.analysis`  ``analyze``, ``compare``
 - :mod:`.reporting` ``report``, ``regress``, ``reproduce``
 - :mod:`.models`    ``train``, ``infer``, ``models``
 - :mod:`.bench`     ``bench`` (the fps protocol)
@@ -25,7 +26,7 @@ import argparse
 
 import baselines  # noqa: F401  (registers the PointRend / HTC presets and builders with refinemask.registry)
 
-from . import bench, demo, evaluate, models, reporting
+from . import analysis, bench, demo, evaluate, models, reporting
 from .command import KNOWN_COMMANDS, Command, run_command, setup_logging
 
 __all__ = ["Command", "build_parser", "commands", "main"]
@@ -42,7 +43,7 @@ def _version() -> str:
 
 def commands() -> list[Command]:
     """Every subcommand, in ``rmbench --help`` order."""
-    return [*evaluate.COMMANDS, demo.COMMAND, *reporting.COMMANDS, *models.COMMANDS, bench.COMMAND]
+    return [*evaluate.COMMANDS, *analysis.COMMANDS, demo.COMMAND, *reporting.COMMANDS, *models.COMMANDS, bench.COMMAND]
 
 
 KNOWN_COMMANDS.update(c.name for c in commands())  # what `reproduce` may run, also when called from Python

@@ -6,7 +6,9 @@ Steps (each logged, with progress bars):
    200 real COCO masks resized to 28/56/112, beside the paper's 0.76/0.75/0.80;
 3. the mask-resolution ceiling (S = 14 ... 224): AP, AP*, F_1px, F_3px of resampled GT masks;
 4. a full evaluation of the bundled prediction files (COCO AP, AP*, boundary F, boundary accuracy, Boundary AP);
-5. markdown tables and PNG plots under the output folder, named at the end.
+5. ``rmbench analyze`` of prediction set A and ``rmbench compare`` of A with set B = A with every mask eroded by
+   1 pixel (:func:`eval.masks.eroded_results`; 200 paired bootstrap resamples), into ``analysis/``;
+6. markdown tables and PNG plots under the output folder, named at the end.
 """
 
 from __future__ import annotations
@@ -49,6 +51,48 @@ def evaluate_bundled_predictions(gt: dict, gt_path: Path, lvis_gt: dict, lvis_gt
     return res, ev
 
 
+#: the demo's comparison: resamples of the paired bootstrap (the command's default is 1000)
+DEMO_BOOTSTRAP = 200
+
+
+def analyze_and_compare(gt: dict, gt_path: Path, out_dir: Path) -> str:
+    """Step 5: ``rmbench analyze`` of set A, then ``rmbench compare`` of A with B (A eroded by 1 pixel), written as
+    the commands write them (``out_dir/A/``, ``out_dir/A_vs_B/``, ``out_dir/preds_B_eroded_1px.json``); returns the
+    demo README's section."""
+    from eval.analysis import analyze
+    from eval.compare import compare
+    from eval.evaluator import EvalParams
+    from eval.io import load_json, validate_results, write_json
+    from eval.masks import eroded_results
+    from eval.output import provenance
+    from eval.paths import bundled
+    from reports.analysis import compare_page
+
+    from .analysis import write_analysis, write_comparison
+
+    preds = bundled("golden", "preds_A.json")
+    raw = load_json(preds, "results")
+    a = analyze(gt, raw, params=EvalParams(), source=preds)
+    results = a.pop("_results")
+    write_analysis(out_dir / "A", a, provenance({"gt": gt_path, "results": preds}), gt, results,
+                   bundled("coco_mini", "val2017"), "md", "Analysis of prediction set A")
+    b_path = out_dir / "preds_B_eroded_1px.json"
+    write_json(b_path, eroded_results(validate_results(raw, gt, preds), 1))
+    c = compare(gt, raw, load_json(b_path, "results"), names=("A", "B (A eroded 1 px)"),
+                resamples=DEMO_BOOTSTRAP, seed=0, sources=(preds, b_path))
+    write_comparison(out_dir / "A_vs_B", c, provenance({"gt": gt_path, "results_a": preds, "results_b": b_path},
+                                                       params={"bootstrap": DEMO_BOOTSTRAP, "seed": 0}), "md")
+    t, g = a["tide"], a["good_box_bad_mask"]
+    lines = ["## Analysis of set A and comparison with B = A eroded by 1 px", "",
+             "TIDE ΔAP of mask AP (points): " + ", ".join(f"{k} {100 * v:+.2f}" for k, v in t["delta"].items())
+             + f"; good box / bad mask: {g['count']} of {g['mask_false_positives']} mask false positives "
+             f"(ΔAP {100 * g['delta_ap']:+.2f}). Page: `analysis/A/analysis.md`.", "",
+             "![TIDE](analysis/A/plots/tide.png) ![PR curves](analysis/A/plots/pr_curves.png)", "",
+             "![worst boundaries](analysis/A/plots/worst_boundary.png)", "",
+             compare_page({k: v for k, v in c.items() if not k.startswith("_")}, "md").replace("# ", "### ", 1), ""]
+    return "\n".join(lines)
+
+
 def run_demo(out: str | Path, train: bool = True, overfit_iters: int = 30) -> Path:
     """Run the demo into ``out``; return the folder. About 1.5 minutes on 2 cores (30 s without ``train``).
 
@@ -78,7 +122,7 @@ def run_demo(out: str | Path, train: bool = True, overfit_iters: int = 30) -> Pa
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
-    steps = tqdm(total=6 if train else 5, desc="rmbench demo", unit="step")
+    steps = tqdm(total=7 if train else 6, desc="rmbench demo", unit="step")
 
     gt_path = bundled("coco_mini", "annotations", "instances_val2017.json")
     gt = load_gt(gt_path)
@@ -117,6 +161,10 @@ def run_demo(out: str | Path, train: bool = True, overfit_iters: int = 30) -> Pa
                        [[m, fmt_value("x", v["boundary"]), fmt_value("x", v["non_boundary"])] for m, v in bars.items()])
     steps.update()
 
+    steps.set_postfix_str("analyze A, compare A with B (A eroded by 1 px)")
+    analysis_md = analyze_and_compare(gt, gt_path, out / "analysis")
+    steps.update()
+
     overfit_md = ""
     if train:
         steps.set_postfix_str("short training run (Mask R-CNN overfit)")
@@ -136,7 +184,7 @@ def run_demo(out: str | Path, train: bool = True, overfit_iters: int = 30) -> Pa
         "## Evaluation of the bundled prediction set A (values ×100)", "",
         metrics_markdown(res.metrics),
         f"## Boundary vs non-boundary accuracy (Fig. 1; d̂ = {ev.params.boundary_acc_d:g} px, values ×100)", "",
-        acc_md, "", "![boundary accuracy](boundary_accuracy.png)", "", overfit_md,
+        acc_md, "", "![boundary accuracy](boundary_accuracy.png)", "", analysis_md, overfit_md,
     ])
     with atomic_write(out / "README.md") as f:
         f.write(report)

@@ -19,9 +19,13 @@ __all__ = ["COMMANDS", "available_commands", "defined_presets", "execute_plan", 
 
 
 def add_report_arguments(p: argparse.ArgumentParser) -> None:
-    which = p.add_mutually_exclusive_group(required=True)
+    which = p.add_mutually_exclusive_group()
     which.add_argument("--table", type=int, choices=range(1, 15), metavar="N", help="the paper's table number (1-14)")
     which.add_argument("--all", action="store_true", help="write every table and an index into --out (a folder)")
+    which.add_argument("--analysis", type=Path, metavar="JSON", help="render an `rmbench analyze` analysis.json "
+                       "(--format md or html)")
+    p.add_argument("--compare", type=Path, metavar="JSON", help="an `rmbench compare` compare.json: rendered alone, "
+                   "or with --table N printed under the table (Δ and its bootstrap 95%% interval beside our values)")
     p.add_argument("--runs", type=Path, nargs="*", default=[], metavar="PATH",
                    help="metrics.json files, table12.json files, or folders searched for them")
     p.add_argument("--format", choices=("md", "tex", "csv", "html"), default="md", help="output format (default md)")
@@ -34,8 +38,49 @@ def add_report_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--table12-d", type=int, default=1, help="Table 12 boundary width d, pixels (default 1)")
 
 
+def _render_analysis_or_compare(args) -> int:
+    from eval.errors import UsageError
+    from eval.io import load_json
+    from reports.analysis import analysis_page
+    from reports.tables import write_text
+
+    fmt = args.format if args.format in ("md", "html") else None
+    if fmt is None:
+        raise UsageError(f"--analysis / --compare render as md or html, not {args.format}")
+    if args.analysis is not None:
+        doc = load_json(args.analysis, "analysis.json")
+        if not isinstance(doc, dict) or "tide" not in doc:
+            raise UsageError(f"{args.analysis} is not an `rmbench analyze` analysis.json (no 'tide' block)")
+        plots = {k: v[0] for k, v in doc.get("plots", {}).items() if v}
+        text = analysis_page(doc, fmt, plots, title=f"Analysis ({args.analysis.parent.name})")
+    else:
+        text = _compare_text(args.compare, fmt)
+    if args.out:
+        print(f"wrote {write_text(args.out, text)}")
+    else:
+        print(text, end="")
+    return 0
+
+
+def _compare_text(path: Path, fmt: str) -> str:
+    from eval.errors import UsageError
+    from eval.io import load_json
+    from reports.analysis import compare_page
+
+    doc = load_json(path, "compare.json")
+    if not isinstance(doc, dict) or "metrics" not in doc or "bootstrap" not in doc:
+        raise UsageError(f"{path} is not an `rmbench compare` compare.json (needs 'metrics' and 'bootstrap')")
+    return compare_page(doc, fmt)
+
+
 def run_report(args) -> int:
+    from eval.errors import UsageError
     from reports.tables import collect_runs, render_all, render_table, write_text
+
+    if args.table is None and not args.all:
+        if args.analysis is None and args.compare is None:
+            raise UsageError("give one of --table N, --all, --analysis JSON or --compare JSON")
+        return _render_analysis_or_compare(args)
 
     runs = collect_runs(args.runs)
     kw = {"data_root": args.data_root, "work_dir": args.work_dir, "table12_variant": args.table12_variant,
@@ -59,6 +104,11 @@ def run_report(args) -> int:
             print(f"wrote {out / 'index.html'} (every table and plot, a standalone page)")
         return 0
     text = render_table(args.table, runs, args.format, **kw)
+    if args.compare is not None:  # the comparison's Δ and interval under the table (md / html)
+        if args.format not in ("md", "html"):
+            raise UsageError("--table N --compare renders as md or html")
+        extra = _compare_text(args.compare, "md" if args.format == "md" else "html")
+        text = text + "\n" + (extra.replace("# ", "## ", 1) if args.format == "md" else extra)
     if args.out:
         print(f"wrote {write_text(args.out, text)}")
     else:

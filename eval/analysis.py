@@ -102,7 +102,7 @@ def _detection_boxes(raw: list, results: list[dict], source) -> tuple[np.ndarray
 
 
 def good_box_bad_mask(gt: dict, results: list[dict], boxes: np.ndarray, eval_imgs: list, image_ids: list,
-                      cat_ids: list, box_iou_thr: float = 0.5) -> dict:
+                      cat_ids: list, box_iou_thr: float = 0.5, ap: float | None = None) -> dict:
     """Detections the box finds and the mask fails (see the module docstring), and the ΔAP of fixing them.
 
     Args:
@@ -110,6 +110,7 @@ def good_box_bad_mask(gt: dict, results: list[dict], boxes: np.ndarray, eval_img
         eval_imgs, image_ids, cat_ids: the segm per-image records of :func:`eval.engines.vernier_eval_imgs`
             (detection ids are 1 + the index in ``results``, as pycocotools ``loadRes`` numbers them).
         box_iou_thr: the box overlap that counts as "good box" (0.5).
+        ap: the results' COCO mask AP when the caller has it (else computed here).
 
     Returns:
         ``{"count", "mask_false_positives", "fraction_of_false_positives", "by_size": {small, medium, large},
@@ -122,7 +123,7 @@ def good_box_bad_mask(gt: dict, results: list[dict], boxes: np.ndarray, eval_img
     for a in gt["annotations"]:
         gt_by.setdefault((a["image_id"], a["category_id"]), []).append(a)
     sizes = {im["id"]: (im["height"], im["width"]) for im in gt["images"]}
-    found: list[tuple[float, int, Any, int | None]] = []  # (score, result index, target gt id, gt id that holds it)
+    found: list[tuple[float, int, Any]] = []  # (score, result index, the GT its box matches)
     n_fp = 0
     taken: dict[Any, float] = {}  # gt id -> score of the true positive that took it at IoU 0.5
     for k, c in enumerate(cat_ids):
@@ -154,15 +155,15 @@ def good_box_bad_mask(gt: dict, results: list[dict], boxes: np.ndarray, eval_img
                 g_rle = segm_to_rle(cand[best]["segmentation"], h, w)
                 m_iou = float(np.asarray(mask_utils.iou([results[d]["segmentation"]], [g_rle], [0])).ravel()[0])
                 if m_iou < 0.5:  # a mask that does match its box's GT is a duplicate, not a bad mask
-                    found.append((results[d]["score"], d, cand[best]["id"], None))
+                    found.append((results[d]["score"], d, cand[best]["id"]))
     ann = {a["id"]: a for a in gt["annotations"]}
     by_size = {s: 0 for s in SIZE_NAMES}
-    for _, _, g, _ in found:
+    for _, _, g in found:
         by_size[size_of_area(float(ann[g].get("area", 0.0)))] += 1
-    base = coco_mask_ap(gt, results)["summary"]["AP"]
+    base = ap if ap is not None else coco_mask_ap(gt, results)["summary"]["AP"]
     fixed = [dict(r) for r in results]
     drop = set()
-    for score, d, g, _ in sorted(found, key=lambda t: (-t[0], t[1])):
+    for score, d, g in sorted(found, key=lambda t: (-t[0], t[1])):
         if g in taken and taken[g] >= score:  # TIDE: a fix that would duplicate a better true positive is removed
             drop.add(d)
             continue
@@ -176,7 +177,7 @@ def good_box_bad_mask(gt: dict, results: list[dict], boxes: np.ndarray, eval_img
     return {"count": len(found), "mask_false_positives": n_fp,
             "fraction_of_false_positives": len(found) / n_fp if n_fp else float("nan"), "by_size": by_size,
             "ap": base, "ap_fixed": ap_fixed, "delta_ap": ap_fixed - base, "box_iou_thr": box_iou_thr,
-            "mask_iou_thr": 0.5, "detections": sorted(d for _, d, _, _ in found)}
+            "mask_iou_thr": 0.5, "detections": sorted(d for _, d, _ in found)}
 
 
 def _hist(values: list[float], edges: np.ndarray) -> dict:
@@ -194,12 +195,11 @@ def _mean(v: list[float]) -> float:
 def _pr_curves(precision: np.ndarray) -> dict:
     """Mean precision over categories at each recall point: per IoU threshold (area all) and per area (mean over
     the IoU thresholds). -1 (undefined) entries are left out; a recall point with none is null."""
-    def mean_over(p: np.ndarray, axes) -> list:
-        p = np.where(p > -1, p, np.nan)
-        with np.errstate(invalid="ignore"), __import__("warnings").catch_warnings():
-            __import__("warnings").simplefilter("ignore", RuntimeWarning)
-            m = np.nanmean(p, axis=axes)
-        return [None if not np.isfinite(x) else float(x) for x in m]
+    def mean_over(p: np.ndarray, axis: int) -> list:
+        defined = p > -1
+        n = defined.sum(axis=axis)
+        s = np.where(defined, p, 0.0).sum(axis=axis)
+        return [float(a / b) if b else None for a, b in zip(s, n)]
 
     return {"recall": REC_THRS.tolist(), "iou_thresholds": [round(float(t), 2) for t in IOU_THRS],
             "by_iou": {f"{t:.2f}": mean_over(precision[i, :, :, 0], 1) for i, t in enumerate(IOU_THRS)},
@@ -250,7 +250,7 @@ def analyze(gt: dict, results_raw: list, lvis_gt: dict | None = None, lvis_resul
         raw_coco = [r for r in results_raw if isinstance(r, dict) and r.get("image_id") in gt_imgs]
         boxes, box_source = _detection_boxes(raw_coco if len(raw_coco) == len(results) else [], results, source)
         log.info("good box / bad mask (%s)", box_source)
-        gbbm = good_box_bad_mask(gt, results, boxes, eval_imgs, image_ids, cat_ids)
+        gbbm = good_box_bad_mask(gt, results, boxes, eval_imgs, image_ids, cat_ids, ap=out.metrics["coco"]["AP"])
         gbbm["box_source"] = box_source
     ann = {a["id"]: a for a in gt["annotations"]}
     rows = [r for r in out.per_instance if r.get("F_1px") is not None and r.get("mask_iou") is not None]

@@ -26,7 +26,6 @@ import logging
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -60,6 +59,8 @@ class ModelPieces:
         acc_sums: (N, 4) per-image boundary-accuracy pixel counts (n_band, correct_band, n_non, correct_non);
             all indexed by ``image_ids`` (the COCO ground truth's images, sorted).
         tolerances: the F_npx tolerances (pixels).
+        empty: no detection at all; every metric is then 0 on every resample, as :meth:`InstanceSegEvaluator.evaluate`
+            reports an empty results list.
     """
 
     metrics: dict[str, float]
@@ -72,7 +73,7 @@ class ModelPieces:
     f_counts: np.ndarray | None = None
     acc_sums: np.ndarray | None = None
     tolerances: tuple = (1, 3, 5)
-    evaluation: Any = field(default=None, repr=False)
+    empty: bool = False
 
 
 def model_pieces(gt: dict | None, results: list[dict], lvis_gt: dict | None = None,
@@ -95,7 +96,8 @@ def model_pieces(gt: dict | None, results: list[dict], lvis_gt: dict | None = No
     out = ev.evaluate()
     metrics = {f"{g}.{k}": v for g, vals in out.metrics.items() for k, v in vals.items()
                if isinstance(v, float) or (isinstance(v, int) and not isinstance(v, bool))}
-    pieces = ModelPieces(metrics=metrics, tolerances=tuple(params.boundary_f_tolerances), evaluation=out)
+    pieces = ModelPieces(metrics=metrics, tolerances=tuple(params.boundary_f_tolerances),
+                         empty=not ev._coco_results and not ev._lvis_results)
     jobs = params.jobs
     if gt is not None:
         pieces.image_ids = sorted(im["id"] for im in gt["images"])
@@ -148,6 +150,8 @@ def resampled_metrics(p: ModelPieces, w_coco: np.ndarray | None, w_lvis: np.ndar
 
     ``w_coco`` indexes ``p.image_ids`` (the COCO ground truth's images), ``w_lvis`` the LVIS records' images.
     """
+    if p.empty:
+        return {k: 0.0 for k in p.metrics if not k.endswith(("num_matched", "num_gt"))}
     out: dict[str, float] = {}
     if p.coco is not None:
         out.update({f"coco.{k}": v for k, v in coco_summary(p.coco.precision(w_coco)).items()})
@@ -258,8 +262,7 @@ def compare(gt: dict | None, results_a: list[dict], results_b: list[dict], lvis_
                           "interval": "percentile [2.5, 97.5] of the resampled delta",
                           "method": "paired: one image draw (uniform, with replacement, as many as the images) "
                                     "per resample for both sets; per-image matching kept, metrics re-accumulated",
-                          "seconds": round(seconds, 3)},
-            "_pieces": (pa, pb)}
+                          "seconds": round(seconds, 3)}}
 
 
 def _finite(v) -> bool:

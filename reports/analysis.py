@@ -39,6 +39,7 @@ def fmt_points(v: Any, signed: bool = False, decimals: int = 1) -> str:
 
 # -- plots ------------------------------------------------------------------------------------------------------------
 def plot_tide(tide: dict, stem) -> list[Path]:
+    """Bar chart of TIDE's ΔAP per bin (``analysis["tide"]``, fractions shown as points) to ``stem.png/.svg``."""
     fig = Figure(figsize=(6, 3))
     ax = fig.add_subplot()
     vals = [100 * tide["delta"][b] for b in _TIDE_ORDER]
@@ -51,6 +52,7 @@ def plot_tide(tide: dict, stem) -> list[Path]:
 
 
 def plot_pr_curves(pr: dict, stem) -> list[Path]:
+    """``analysis["pr_curves"]``: precision vs the 101 recall points per IoU threshold and per area range."""
     fig = Figure(figsize=(10, 4))
     recall = np.asarray(pr["recall"])
     ax = fig.add_subplot(1, 2, 1)
@@ -75,6 +77,8 @@ def plot_pr_curves(pr: dict, stem) -> list[Path]:
 
 
 def plot_distributions(dist: dict, stem) -> list[Path]:
+    """``analysis["distributions"]``: mask IoU and F_1px histograms of the matched pairs, one bar per size class
+    (fractions of that class's pairs)."""
     fig = Figure(figsize=(10, 3.6))
     for j, (key, label) in enumerate((("mask_iou", "mask IoU of matched pairs"), ("F1px", "F_1px of matched pairs"))):
         ax = fig.add_subplot(1, 2, j + 1)
@@ -172,7 +176,7 @@ def analysis_plots(analysis: dict, out_dir, gt: dict | None = None, results: lis
 
 
 # -- pages -------------------------------------------------------------------------------------------------------------
-def _render(blocks: list[tuple], fmt: str, title: str) -> str:
+def _render(blocks: list[tuple], fmt: str, title: str, fragment: bool = False) -> str:
     if fmt not in ("md", "html"):
         raise UsageError(f"format must be md or html, got {fmt!r}")
     parts = []
@@ -197,7 +201,7 @@ def _render(blocks: list[tuple], fmt: str, title: str) -> str:
                          f"<figure><img src=\"{html.escape(b[1])}\" alt=\"{html.escape(b[2])}\">"
                          f"<figcaption>{html.escape(b[2])}</figcaption></figure>")
     body = "\n".join(parts)
-    return body if fmt == "md" else html_page(title, body)
+    return body if fmt == "md" or fragment else html_page(title, body)
 
 
 def analysis_page(analysis: dict, fmt: str = "md", plots: dict[str, str] | None = None, title: str = "Analysis",
@@ -262,8 +266,14 @@ _METRIC_LABELS = {"coco": "mask", "ap_star": "AP*", "boundary_ap": "Boundary", "
                   "boundary acc."}
 
 
-def compare_page(comparison: dict, fmt: str = "md", title: str | None = None) -> str:
-    """The comparison table: A, B, Δ, its 95 % bootstrap interval and P(Δ ≤ 0), in points."""
+def compare_page(comparison: dict, fmt: str = "md", title: str | None = None, fragment: bool = False) -> str:
+    """The comparison table: A, B, Δ, its 95 % bootstrap interval and P(Δ ≤ 0), in points.
+
+    ``fmt``: "md" or "html" (a standalone page; ``fragment=True``: the body only, to go under a paper table).
+
+    Raises:
+        UsageError: another format.
+    """
     n = comparison["names"]
     bs = comparison["bootstrap"]
     title = title or f"{n['b']} vs {n['a']}"
@@ -278,4 +288,4 @@ def compare_page(comparison: dict, fmt: str = "md", title: str | None = None) ->
                     f"paired bootstrap resamples of the {bs['images']} images (seed {bs['seed']}); P(Δ ≤ 0) is the "
                     f"fraction of resamples in which {n['b']} is not better."),
               ("table", ["metric", n["a"], n["b"], "Δ", "95% CI of Δ", "P(Δ ≤ 0)"], rows)]
-    return _render(blocks, fmt, title)
+    return _render(blocks, fmt, title, fragment)

@@ -174,3 +174,60 @@ def test_analyze_with_lvis_gives_the_frequency_groups():
         v, ref = lf[f]["AP"], a["metrics"]["ap_star"][f"AP{f}"]
         assert (math.isnan(v) and math.isnan(ref)) or v == ref
         assert lf[f]["num_categories"] == sum(1 for c in lgt["categories"] if c.get("frequency") == f)
+
+
+def test_eroded_results_shrink_each_mask_by_the_structuring_element():
+    from eval.masks import eroded_results, rle_to_mask
+
+    m = np.zeros((30, 40), np.uint8)
+    m[5:20, 10:35] = 1
+    r = {"image_id": 1, "category_id": 1, "score": 0.5, "segmentation": _rle(m)}
+    for p in (1, 3):
+        e = rle_to_mask(eroded_results([r], p)[0]["segmentation"])
+        want = np.zeros_like(m)
+        want[5 + p:20 - p, 10 + p:35 - p] = 1
+        np.testing.assert_array_equal(e, want)
+    edge = np.zeros((30, 40), np.uint8)
+    edge[0:10, 0:10] = 1  # outside the image counts as background: the border row and column go too
+    e = rle_to_mask(eroded_results([dict(r, segmentation=_rle(edge))])[0]["segmentation"])
+    assert e.sum() == 8 * 8 and e[1:9, 1:9].all()
+    with pytest.raises(ValueError, match="positive integer"):
+        eroded_results([r], 0)
+
+
+def test_analyze_outputs_are_all_or_nothing(tmp_path, monkeypatch):
+    import eval.io
+
+    gt, masks = _scene()
+    gp, rp = tmp_path / "gt.json", tmp_path / "r.json"
+    gp.write_text(json.dumps(gt))
+    rp.write_text(json.dumps(_perfect(gt, masks)))
+    out = tmp_path / "an"
+
+    def boom(obj, f):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(eval.io, "dump_json", boom)
+    assert main(["analyze", "--gt", str(gp), "--results", str(rp), "--out", str(out)]) == 1
+    assert sorted(p.name for p in out.iterdir()) == []  # no json, no page, no plots, no staging folder
+
+
+def test_analyze_bad_and_empty_inputs(tmp_path):
+    gt, masks = _scene()
+    gp = tmp_path / "gt.json"
+    gp.write_text(json.dumps(gt))
+    empty = tmp_path / "empty.json"
+    empty.write_text("[]")
+    out = tmp_path / "e"
+    assert main(["analyze", "--gt", str(gp), "--results", str(empty), "--out", str(out)]) == 0
+    doc = json.loads((out / "analysis.json").read_text())
+    assert doc["metrics"]["coco"]["AP"] == 0.0 and doc["good_box_bad_mask"]["count"] == 0
+    assert any("empty" in w for w in doc["warnings"])
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps([{"image_id": 1, "category_id": 1, "score": 0.5,
+                                "segmentation": {"size": [120, 160], "counts": "abc"}}]))
+    for argv in (["--results", str(bad)], ["--results", str(tmp_path / "missing.json")],
+                 ["--results", str(empty), "--images", str(gp)]):
+        dest = tmp_path / "x"
+        assert main(["analyze", "--gt", str(gp), "--out", str(dest), *argv]) == 2, argv
+        assert not dest.exists()

@@ -282,3 +282,24 @@ def test_report_renders_a_comparison_alone_and_under_a_paper_table(tmp_path, gol
     assert "Table 14" in text and "## refinemask vs mrcnn" in text
     assert main(["report", "--compare", str(gp)]) == 2  # not a compare.json
     assert main(["report"]) == 2
+
+
+def test_compare_against_an_empty_set_and_html_under_a_table(tmp_path, golden_a, capsys):
+    gt, res = _small(*golden_a, k=10)
+    out = compare(gt, [], res, names=("none", "a"), resamples=10, seed=1, progress=False)
+    row = out["metrics"]["coco.AP"]
+    assert row["a"] == 0.0 and row["delta"] == row["b"] > 0
+    assert row["defined"] == 10 and row["p_le_0"] == 0.0 and 0 < row["ci95"][0] <= row["ci95"][1]
+    gp, ap, bp = tmp_path / "gt.json", tmp_path / "a.json", tmp_path / "b.json"
+    gp.write_text(json.dumps(gt))
+    ap.write_text(json.dumps(res))
+    bp.write_text(json.dumps(_shifted(res)))
+    assert main(["compare", "--gt", str(gp), "--results", str(ap), str(bp), "--bootstrap", "4",
+                 "--out", str(tmp_path / "c")]) == 0
+    capsys.readouterr()
+    cj = str(tmp_path / "c" / "compare.json")
+    assert main(["report", "--table", "14", "--compare", cj, "--format", "html"]) == 0
+    page = capsys.readouterr().out
+    assert page.count("<html") == 1 and page.index("coco.AP") < page.index("</body>")
+    assert main(["report", "--all", "--compare", cj]) == 2
+    assert main(["report", "--table", "14", "--compare", cj, "--format", "csv"]) == 2

@@ -42,3 +42,17 @@ def test_the_readme_short_training_run_runs_to_the_end(tmp_path, monkeypatch):
 def test_the_readme_command_is_found():
     argv = _readme_command("# a tiny run on the bundled images")
     assert "--recalibrate-bn" in argv and argv[argv.index("--preset") + 1] == "mask_rcnn_r50_fpn_1x_coco"
+
+
+def test_the_readme_analyze_command_gives_the_readme_numbers(tmp_path, monkeypatch):
+    """The documented `rmbench analyze` example runs as written and reproduces the README's rendered row."""
+    argv = _readme_command("# analyze the bundled prediction set A")
+    assert argv[0] == "analyze"
+    argv[argv.index("--out") + 1] = str(tmp_path / "a")
+    monkeypatch.chdir(ROOT)
+    assert main(argv) == 0
+    doc = json.loads((tmp_path / "a" / "analysis.json").read_text())
+    d, g = doc["tide"]["delta"], doc["good_box_bad_mask"]
+    row = " | ".join(f"{100 * d[k]:+.2f}".replace("-", "−") for k in ("cls", "loc", "both", "dupe", "bkg", "missed"))
+    row += f" | {g['count']} of {g['mask_false_positives']} mask FPs, ΔAP {100 * g['delta_ap']:+.2f} |"
+    assert f"| {row}" in (ROOT / "README.md").read_text()

@@ -60,19 +60,33 @@ def _default_images(gt_path: Path | None) -> Path | None:
 
 def write_analysis(out_dir: Path, analysis: dict, prov: dict, gt: dict, results: list[dict], images, fmt: str,
                    title: str) -> dict[str, Path]:
-    """analysis.json + the page (and the plots under ``plots/``), the json and page written together."""
+    """analysis.json, the page and ``plots/``, all or nothing.
+
+    Everything is rendered first (the plots into a temporary folder beside ``out_dir/plots``); only then are the
+    plots folder swapped in and the json and page renamed into place together, so a failure leaves the previous
+    outputs (or none) and no temporary behind.
+    """
+    import shutil
+    import tempfile
+
     from eval.io import atomic_write_group, dump_json
     from reports.analysis import analysis_page, analysis_plots
 
-    plots = analysis_plots(analysis, out_dir / "plots", gt, results, images)
-    rel = {name: f"plots/{paths[0].name}" for name, paths in plots.items()}
-    page = analysis_page(analysis, fmt, rel, title=title)
-    doc = dict(analysis, plots={k: [str(p.relative_to(out_dir)) for p in v] for k, v in plots.items()},
-               provenance=prov)
-    paths = {"json": out_dir / "analysis.json", "page": out_dir / f"analysis.{fmt}"}
-    with atomic_write_group([paths["page"], paths["json"]]) as (f_page, f_json):
-        f_page.write(page)
-        dump_json(_str_keys(doc), f_json)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".plots.", dir=out_dir))
+    try:
+        plots = analysis_plots(analysis, staging, gt, results, images)
+        rel = {name: f"plots/{paths[0].name}" for name, paths in plots.items()}
+        page = analysis_page(analysis, fmt, rel, title=title)
+        doc = dict(analysis, plots={k: [f"plots/{p.name}" for p in v] for k, v in plots.items()}, provenance=prov)
+        paths = {"json": out_dir / "analysis.json", "page": out_dir / f"analysis.{fmt}"}
+        with atomic_write_group([paths["page"], paths["json"]]) as (f_page, f_json):
+            f_page.write(page)
+            dump_json(_str_keys(doc), f_json)
+            shutil.rmtree(out_dir / "plots", ignore_errors=True)
+            staging.rename(out_dir / "plots")
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     return paths
 
 
@@ -92,6 +106,8 @@ def run_analyze(args) -> int:
     if args.gt is None:
         raise UsageError("rmbench analyze needs --gt (the COCO ground truth the results are scored on); --lvis-gt adds "
                          "AP* / LVIS AP")
+    if args.images is not None and not args.images.is_dir():
+        raise UsageError(f"--images {args.images} is not a folder (the images of --gt, by file_name)")
     check_output_dir(args.out)
     gt = load_gt(args.gt, "coco")
     lvis_gt = load_gt(args.lvis_gt, "lvis") if args.lvis_gt else None
@@ -104,8 +120,6 @@ def run_analyze(args) -> int:
                        "lvis_results": args.lvis_results},
                       params={**vars(params), "worst": args.worst, "tide_t_b": args.tide_t_b})
     images = args.images if args.images is not None else _default_images(args.gt)
-    if args.images is not None and not args.images.is_dir():
-        raise UsageError(f"--images {args.images} is not a folder (the images of --gt, by file_name)")
     paths = write_analysis(args.out, a, prov, gt, results, images, args.format,
                            f"Analysis of {args.results.name}")
     t = a["tide"]
@@ -132,7 +146,7 @@ def write_comparison(out_dir: Path, comparison: dict, prov: dict, fmt: str) -> d
     from eval.io import atomic_write_group, dump_json
     from reports.analysis import compare_page
 
-    doc = {k: v for k, v in comparison.items() if not k.startswith("_")}
+    doc = dict(comparison)
     doc["provenance"] = prov
     paths = {"json": out_dir / "compare.json", "page": out_dir / f"compare.{fmt}"}
     with atomic_write_group([paths["page"], paths["json"]]) as (f_page, f_json):
@@ -168,7 +182,7 @@ def run_compare(args) -> int:
     paths = write_comparison(args.out, c, prov, args.format)
     from reports.analysis import compare_page
 
-    print(compare_page({k: v for k, v in c.items() if not k.startswith("_")}, "md"))
+    print(compare_page(c, "md"))
     print(f"wrote {paths['json']}, {paths['page']}")
     return 0
 

@@ -89,7 +89,7 @@ def analyze_and_compare(gt: dict, gt_path: Path, out_dir: Path) -> str:
              f"(ΔAP {100 * g['delta_ap']:+.2f}). Page: `analysis/A/analysis.md`.", "",
              "![TIDE](analysis/A/plots/tide.png) ![PR curves](analysis/A/plots/pr_curves.png)", "",
              "![worst boundaries](analysis/A/plots/worst_boundary.png)", "",
-             compare_page({k: v for k, v in c.items() if not k.startswith("_")}, "md").replace("# ", "### ", 1), ""]
+             compare_page(c, "md").replace("# ", "### ", 1), ""]
     return "\n".join(lines)
 
 

@@ -25,7 +25,7 @@ def add_report_arguments(p: argparse.ArgumentParser) -> None:
     which.add_argument("--analysis", type=Path, metavar="JSON", help="render an `rmbench analyze` analysis.json "
                        "(--format md or html)")
     p.add_argument("--compare", type=Path, metavar="JSON", help="an `rmbench compare` compare.json: rendered alone, "
-                   "or with --table N printed under the table (Δ and its bootstrap 95%% interval beside our values)")
+                   "or with --table N printed under the table (each metric's Δ and its bootstrap 95%% interval)")
     p.add_argument("--runs", type=Path, nargs="*", default=[], metavar="PATH",
                    help="metrics.json files, table12.json files, or folders searched for them")
     p.add_argument("--format", choices=("md", "tex", "csv", "html"), default="md", help="output format (default md)")
@@ -62,7 +62,7 @@ def _render_analysis_or_compare(args) -> int:
     return 0
 
 
-def _compare_text(path: Path, fmt: str) -> str:
+def _compare_text(path: Path, fmt: str, fragment: bool = False) -> str:
     from eval.errors import UsageError
     from eval.io import load_json
     from reports.analysis import compare_page
@@ -70,7 +70,7 @@ def _compare_text(path: Path, fmt: str) -> str:
     doc = load_json(path, "compare.json")
     if not isinstance(doc, dict) or "metrics" not in doc or "bootstrap" not in doc:
         raise UsageError(f"{path} is not an `rmbench compare` compare.json (needs 'metrics' and 'bootstrap')")
-    return compare_page(doc, fmt)
+    return compare_page(doc, fmt, fragment=fragment)
 
 
 def run_report(args) -> int:
@@ -80,7 +80,11 @@ def run_report(args) -> int:
     if args.table is None and not args.all:
         if args.analysis is None and args.compare is None:
             raise UsageError("give one of --table N, --all, --analysis JSON or --compare JSON")
+        if args.analysis is not None and args.compare is not None:
+            raise UsageError("--analysis and --compare render one page each: give one of them")
         return _render_analysis_or_compare(args)
+    if args.all and args.compare is not None:
+        raise UsageError("--compare goes with --table N (printed under that table) or alone, not with --all")
 
     runs = collect_runs(args.runs)
     kw = {"data_root": args.data_root, "work_dir": args.work_dir, "table12_variant": args.table12_variant,
@@ -107,8 +111,11 @@ def run_report(args) -> int:
     if args.compare is not None:  # the comparison's Δ and interval under the table (md / html)
         if args.format not in ("md", "html"):
             raise UsageError("--table N --compare renders as md or html")
-        extra = _compare_text(args.compare, "md" if args.format == "md" else "html")
-        text = text + "\n" + (extra.replace("# ", "## ", 1) if args.format == "md" else extra)
+        if args.format == "md":
+            text += "\n" + _compare_text(args.compare, "md").replace("# ", "## ", 1)
+        else:  # the comparison's body goes inside the table's page, before </body>
+            head, sep, tail = text.rpartition("</body>")
+            text = head + _compare_text(args.compare, "html", fragment=True) + "\n" + sep + tail
     if args.out:
         print(f"wrote {write_text(args.out, text)}")
     else:

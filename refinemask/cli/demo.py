@@ -94,7 +94,7 @@ def analyze_and_compare(gt: dict, gt_path: Path, out_dir: Path) -> str:
 
 
 def run_demo(out: str | Path, train: bool = True, overfit_iters: int = 30) -> Path:
-    """Run the demo into ``out``; return the folder. About 1.5 minutes on 2 cores (30 s without ``train``).
+    """Run the demo into ``out``; return the folder. About 3 minutes on 2 cores (about 65 s without ``train``).
 
     Args:
         out: output folder.

@@ -19,8 +19,26 @@ from typing import Any, ClassVar
 __all__ = [
     "RPNConfig", "BoxHeadConfig", "Schedule", "Preset", "MaskHeadConfig", "FCNMaskConfig", "RefineMaskConfig",
     "SCHEDULE_1X", "SCHEDULE_2X", "SCHEDULE_3X", "REFINEMASK_HEADS", "REFINEMASK_FUSIONS", "preset_dict", "run_info",
-    "IMAGENET_WEIGHT_FILES",
+    "IMAGENET_WEIGHT_FILES", "CONVENTIONS", "TORCHVISION_COCO_CATEGORY_IDS",
 ]
+
+#: Pipeline conventions a preset can reproduce (``Preset.conventions``):
+#:
+#: - ``"mmdet"`` (every paper preset): mmdet 2.x test pipeline — ``int(x·s + 0.5)`` resize sizes, normalise after
+#:   resizing, unrounded anchors on fixed strides 4…64, aligned RoIAlign (sampling 0, mmdet level rule), no
+#:   small-box filters, grid-sample paste, ``prob >= 0.5``.
+#: - ``"torchvision"`` (``torchvision.models.detection.MaskRCNN``, torchvision 0.29): normalise in [0, 1] units
+#:   then resize with ``F.interpolate(scale_factor, recompute_scale_factor=True)`` (sizes ``floor(x·s)``), anchors
+#:   rounded to integers on strides ``padded size // grid size``, RPN drops boxes under 1e-3 px and the box head
+#:   boxes under 1e-2 px before NMS, ``MultiScaleRoIAlign`` (aligned=False, sampling_ratio=2, canonical level 4 /
+#:   224 px), boxes rescaled by ``original / resized`` ratios, torchvision's ``paste_masks_in_image`` (1-px
+#:   padding) and ``prob > 0.5``. Only defined for the FCN mask head (torchvision has no other).
+CONVENTIONS = ("mmdet", "torchvision")
+
+#: torchvision's COCO label space: label k (1…90) is COCO category id k, background 0; our contiguous label
+#: k − 1. Ids 12, 26, 29, 30, 45, 66, 68, 69, 71, 83 are not COCO 2017 categories ("N/A" in torchvision's
+#: ``_COCO_CATEGORIES``): their detections are dropped when results are written.
+TORCHVISION_COCO_CATEGORY_IDS = tuple(range(1, 91))
 
 
 #: backbone -> the torchvision ImageNet (IMAGENET1K_V1) state-dict file every preset starts from
@@ -274,6 +292,12 @@ class Preset:
         rpn / roi: :class:`RPNConfig`, :class:`BoxHeadConfig` (losses, sampling, test thresholds).
         sampler: ``"group"`` (aspect-ratio grouped, mmdet ``GroupSampler``) or ``"class_balanced"``
             (mmdet ``ClassBalancedDataset`` with ``oversample_thr``).
+        conventions: the test-pipeline conventions reproduced (:data:`CONVENTIONS`): ``"mmdet"`` for every paper
+            preset, ``"torchvision"`` for presets that reproduce ``torchvision.models.detection`` checkpoints.
+        category_ids: the dataset category id of each contiguous label when the model's label space is not the
+            dataset's sorted category list (torchvision's 90 COCO ids, :data:`TORCHVISION_COCO_CATEGORY_IDS`);
+            None → the dataset's categories in ascending id order (mmdet ``cat2label``). Labels whose id is not a
+            category of the evaluated dataset are dropped from results.
         paper_ref: where the paper reports this row. notes: deviations/uncertainties worth knowing.
     """
 
@@ -296,6 +320,8 @@ class Preset:
     roi: BoxHeadConfig = field(default_factory=BoxHeadConfig)
     sampler: str = "group"
     oversample_thr: float | None = None
+    conventions: str = "mmdet"
+    category_ids: tuple[int, ...] | None = None
     paper_ref: str = ""
     notes: str = ""
 
@@ -303,6 +329,15 @@ class Preset:
         if not isinstance(self.mask_head_cfg, MaskHeadConfig):
             raise TypeError(f"preset {self.name!r}: mask_head_cfg must be a MaskHeadConfig (FCNMaskConfig, "
                             f"RefineMaskConfig, ...), got {type(self.mask_head_cfg).__name__}")
+        if self.conventions not in CONVENTIONS:
+            raise ValueError(f"preset {self.name!r}: conventions must be one of {CONVENTIONS}, got "
+                             f"{self.conventions!r}")
+        if self.conventions == "torchvision" and type(self.mask_head_cfg) is not FCNMaskConfig:
+            raise ValueError(f"preset {self.name!r}: torchvision conventions are defined for the FCN mask head only")
+        if self.category_ids is not None and (len(self.category_ids) != self.num_classes
+                                              or len(set(self.category_ids)) != len(self.category_ids)):
+            raise ValueError(f"preset {self.name!r}: category_ids must list {self.num_classes} distinct ids, one "
+                             f"per label (got {len(self.category_ids)})")
 
     @property
     def mask_head(self) -> str:

@@ -13,6 +13,7 @@ from torch import nn
 
 from refinemask.config import FCNMaskConfig, Preset, RefineMaskConfig
 from refinemask.detection import (
+    AnchorGenerator,
     DetectionTransform,
     RegionProposalNetwork,
     ResNetFPN,
@@ -20,6 +21,7 @@ from refinemask.detection import (
     TwoStageDetector,
     build_fcn_branch,
     load_backbone_weights,
+    roi_pooler,
 )
 from refinemask.head import build_refinemask_branch
 from refinemask.registry import (
@@ -50,7 +52,9 @@ def build_roi_heads(p: Preset) -> nn.Module:
                        f"that defines it (e.g. `import baselines` for PointRend / HTC) before building the model")
     if cls.replaces_roi_heads:
         return table[cls](p)
-    return RoIHeads(p.num_classes, mask_branch=table[cls](p), cfg=p.roi)
+    tv = p.conventions == "torchvision"
+    return RoIHeads(p.num_classes, box_pooler=roi_pooler(7, p.conventions), mask_branch=table[cls](p), cfg=p.roi,
+                    min_box_size=1e-2 if tv else 0.0)
 
 
 def build_model(preset: str | Preset, *, backbone_weights: str | os.PathLike | None = None) -> TwoStageDetector:
@@ -65,15 +69,18 @@ def build_model(preset: str | Preset, *, backbone_weights: str | os.PathLike | N
     """
     p = get_preset(preset) if isinstance(preset, str) else preset
     backbone = ResNetFPN(p.backbone, norm=p.norm, frozen_stages=p.frozen_stages, style=p.backbone_style)
-    rpn = RegionProposalNetwork(cfg=p.rpn)
+    tv = p.conventions == "torchvision"  # torchvision MaskRCNN's test pipeline (refinemask.config.CONVENTIONS)
+    rpn = RegionProposalNetwork(anchor_generator=AnchorGenerator(torchvision=tv), cfg=p.rpn,
+                                min_size=1e-3 if tv else 0.0)
     roi_heads = build_roi_heads(p)
     transform = DetectionTransform(
         style=p.backbone_style,
         test_scale=p.test_scale,
         train_scales=p.train_scales,
         multiscale_mode=p.multiscale_mode,
+        conventions=p.conventions,
     )
-    model = TwoStageDetector(backbone, rpn, roi_heads, transform)
+    model = TwoStageDetector(backbone, rpn, roi_heads, transform, conventions=p.conventions)
     model.preset = p  # provenance for checkpoints / metrics.json
     if backbone_weights is not None:
         load_backbone_weights(model, backbone_weights)

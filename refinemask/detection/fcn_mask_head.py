@@ -17,7 +17,7 @@ from torch import Tensor, nn
 from refinemask.config import FCNMaskConfig, Preset
 
 from .mask_branch import MaskBranch, RoIBatch
-from .poolers import MultiLevelRoIAlign
+from .poolers import MultiLevelRoIAlign, roi_pooler
 
 __all__ = ["FCNMaskBranch", "build_fcn_branch"]
 
@@ -77,5 +77,9 @@ def build_fcn_branch(preset: Preset) -> FCNMaskBranch:
     cfg = preset.mask_head_cfg
     if not isinstance(cfg, FCNMaskConfig):
         raise TypeError(f"preset {preset.name!r}: mask_head_cfg must be an FCNMaskConfig, got {type(cfg).__name__}")
-    return FCNMaskBranch(preset.num_classes, class_agnostic=preset.mask_class_agnostic, conv_dim=cfg.conv_dim,
-                         num_convs=cfg.num_convs, roi_size=cfg.roi_size, loss_weight=cfg.loss_weight)
+    branch = FCNMaskBranch(preset.num_classes, class_agnostic=preset.mask_class_agnostic, conv_dim=cfg.conv_dim,
+                           num_convs=cfg.num_convs, roi_size=cfg.roi_size, loss_weight=cfg.loss_weight,
+                           pooler=roi_pooler(cfg.roi_size, preset.conventions))
+    if preset.conventions == "torchvision":  # NCHW convs as torchvision runs them: bit-identical probabilities
+        branch.channels_last = False
+    return branch

@@ -15,6 +15,7 @@ Training mode returns a dict of scalar losses.
 
 from __future__ import annotations
 
+import math
 import random
 import warnings
 from collections.abc import Sequence
@@ -80,6 +81,10 @@ class DetectionTransform(nn.Module):
             [min, max] of the given short sides (and the long side likewise). Default: ``(test_scale,)``.
         resize: False → images are used at their given size (scale factor 1).
         size_divisor: pad to a multiple of this (32).
+        conventions: ``"mmdet"`` (above) or ``"torchvision"`` (``GeneralizedRCNNTransform``: divide by 255,
+            normalise with the ImageNet mean/std in [0, 1] units, then resize the normalised image with
+            ``F.interpolate(scale_factor=s, recompute_scale_factor=True)``, sizes ``floor(x·s)``,
+            s = min(short / min(H, W), long / max(H, W)); pytorch style only).
     """
 
     def __init__(
@@ -90,10 +95,16 @@ class DetectionTransform(nn.Module):
         multiscale_mode: str = "value",
         resize: bool = True,
         size_divisor: int = 32,
+        conventions: str = "mmdet",
     ) -> None:
         super().__init__()
         if style not in PIXEL_STATS:
             raise ValueError(f"unknown style {style!r}; expected one of {sorted(PIXEL_STATS)}")
+        if conventions not in ("mmdet", "torchvision"):
+            raise ValueError(f"unknown conventions {conventions!r}; expected 'mmdet' or 'torchvision'")
+        if conventions == "torchvision" and style != "pytorch":
+            raise ValueError("torchvision conventions need the pytorch style (RGB, ImageNet mean/std)")
+        self.conventions = conventions
         if multiscale_mode not in ("value", "range"):
             raise ValueError(f"multiscale_mode must be 'value' or 'range', got {multiscale_mode!r}")
         mean, std, order = PIXEL_STATS[style]
@@ -136,7 +147,9 @@ class DetectionTransform(nn.Module):
                 self._warned = True
             h0, w0 = int(img.shape[-2]), int(img.shape[-1])
             x = img.to(device=device, dtype=torch.float32)
-            if self.resize:
+            if self.conventions == "torchvision":
+                x, (h, w) = self._torchvision_resize(x)
+            elif self.resize:
                 (h, w), _ = rescale_size(h0, w0, self._pick_scale())
                 if (h, w) != (h0, w0):
                     x = F.interpolate(x[None], size=(h, w), mode="bilinear", align_corners=False)[0]
@@ -145,7 +158,8 @@ class DetectionTransform(nn.Module):
             sx, sy = w / w0, h / h0
             if self.bgr:  # caffe style: mean/std are given in BGR order
                 x = x.flip(0)
-            x = (x - self.mean) / self.std
+            if self.conventions != "torchvision":  # (torchvision normalises before resizing)
+                x = (x - self.mean) / self.std
             resized.append(x)
             sizes.append((h, w))
             orig.append((h0, w0))
@@ -182,6 +196,39 @@ class DetectionTransform(nn.Module):
                     t["masks"] = F.pad(m, (0, wp - m.shape[-1], 0, hp - m.shape[-2]))
         return ImageBatch(batch, sizes, orig, factors), (new_targets if targets is not None else None)
 
+    #: torchvision's ``image_mean`` / ``image_std`` in [0, 1] units (= :data:`PIXEL_STATS` "pytorch" / 255)
+    TORCHVISION_MEAN_STD = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+
+    def _torchvision_resize(self, x: Tensor) -> tuple[Tensor, tuple[int, int]]:
+        """torchvision ``GeneralizedRCNNTransform.normalize`` then ``.resize`` of one [0, 255] image (3, H, W):
+        returns the normalised, resized image and its (h, w)."""
+        mean, std = (torch.tensor(v, dtype=torch.float32, device=x.device)[:, None, None]
+                     for v in self.TORCHVISION_MEAN_STD)
+        x = (x / 255.0 - mean) / std
+        if not self.resize:
+            return x, (int(x.shape[-2]), int(x.shape[-1]))
+        scale_wh = self._pick_scale()
+        long_edge, short_edge = max(scale_wh), min(scale_wh)
+        h0, w0 = x.shape[-2:]
+        scale = min(float(short_edge) / float(min(h0, w0)), float(long_edge) / float(max(h0, w0)))
+        x = F.interpolate(x[None], size=None, scale_factor=scale, mode="bilinear", recompute_scale_factor=True,
+                          align_corners=False)[0]
+        return x, (int(x.shape[-2]), int(x.shape[-1]))
+
+    def test_input_size(self, h: int, w: int) -> tuple[int, int]:
+        """(H_p, W_p): the padded network input of an (h, w) image at the test scale (pixels). Images with the
+        same value can share a batch without changing any output (:func:`refinemask.engine.inference`)."""
+        if not self.resize:
+            rh, rw = h, w
+        elif self.conventions == "torchvision":
+            long_edge, short_edge = max(self.test_scale), min(self.test_scale)
+            scale = min(float(short_edge) / float(min(h, w)), float(long_edge) / float(max(h, w)))
+            rh, rw = int(math.floor(h * scale)), int(math.floor(w * scale))
+        else:
+            (rh, rw), _ = rescale_size(h, w, self.test_scale)
+        d = self.size_divisor
+        return (rh + d - 1) // d * d, (rw + d - 1) // d * d
+
     def forward(self, images, targets=None):
         return self.preprocess(images, targets)
 
@@ -193,12 +240,17 @@ class TwoStageDetector(nn.Module):
         backbone: :class:`ResNetFPN` (P2–P6). rpn: :class:`RegionProposalNetwork`.
         roi_heads: :class:`RoIHeads` (box head + optional mask branch). transform: :class:`DetectionTransform`.
         paste_chunk_size: detections pasted per ``grid_sample`` call (memory ≈ chunk · H · W · 12 bytes).
+        conventions: ``"mmdet"`` (boxes ÷ scale factor, grid-sample paste, ``prob >= 0.5``) or ``"torchvision"``
+            (``GeneralizedRCNNTransform.postprocess``: boxes × float32 ``original / resized`` ratios, torchvision's
+            ``paste_masks_in_image`` with 1-px padding, ``prob > 0.5`` as its COCO evaluation does).
 
     ``forward(images, targets=None)``:
         images: list of (3, H, W) RGB tensors in [0, 255], or an :class:`ImageBatch` (already transformed; then
         targets must already be in its padded frame).
         targets (training): per image ``boxes`` (G, 4) float pixels (x1, y1, x2, y2), ``labels`` (G,) int64 in
         [0, C), ``masks`` (G, H, W) uint8/bool; crowd instances must be excluded (mmdet ignores them).
+        boxes (inference only): per image ``{"boxes": (n, 4) x1, y1, x2, y2 ORIGINAL pixels, "labels": (n,)}``: skip the
+        RPN and the box head and predict masks for exactly these boxes (score 1) — the GT-box oracle.
     Returns: training → dict of scalar losses (``loss_rpn_cls``, ``loss_rpn_bbox``, ``loss_cls``, ``loss_bbox``,
         plus the branch's, e.g. ``loss_mask``); eval → list of per-image dicts (see module docstring).
     Raises: ValueError in training mode without targets.
@@ -211,9 +263,14 @@ class TwoStageDetector(nn.Module):
         roi_heads: RoIHeads,
         transform: DetectionTransform | None = None,
         paste_chunk_size: int = 100,
+        conventions: str = "mmdet",
     ) -> None:
         super().__init__()
-        self.transform = transform or DetectionTransform(style=getattr(backbone, "style", "pytorch"))
+        if conventions not in ("mmdet", "torchvision"):
+            raise ValueError(f"unknown conventions {conventions!r}; expected 'mmdet' or 'torchvision'")
+        self.conventions = conventions
+        self.transform = transform or DetectionTransform(style=getattr(backbone, "style", "pytorch"),
+                                                         conventions=conventions)
         self.backbone = backbone
         self.rpn = rpn
         self.roi_heads = roi_heads
@@ -223,15 +280,20 @@ class TwoStageDetector(nn.Module):
     def mask_branch(self):
         return self.roi_heads.mask_branch
 
-    def forward(self, images: Sequence[Tensor] | ImageBatch, targets: Sequence[dict[str, Tensor]] | None = None):
+    def forward(self, images: Sequence[Tensor] | ImageBatch, targets: Sequence[dict[str, Tensor]] | None = None,
+                *, boxes: Sequence[dict[str, Tensor]] | None = None):
         if self.training and targets is None:
             raise ValueError("TwoStageDetector: targets are required in training mode")
+        if boxes is not None and self.training:
+            raise ValueError("TwoStageDetector: boxes= (given boxes) is an inference mode")
         if isinstance(images, ImageBatch):
             batch = images
             targets = list(targets) if targets is not None else None
         else:
             batch, targets = self.transform(images, targets)
         features = self.backbone(batch.tensors)
+        if boxes is not None:
+            return self.postprocess(self._given_boxes(features, batch, boxes), batch)
         proposals, rpn_losses = self.rpn(features, batch.image_sizes, targets)
         detections, roi_losses = self.roi_heads(features, proposals, batch.image_sizes, targets)
         if self.training:
@@ -239,8 +301,33 @@ class TwoStageDetector(nn.Module):
         return self.postprocess(detections, batch)
 
     @torch.no_grad()
+    def _given_boxes(self, features, batch: ImageBatch, given: Sequence[dict[str, Tensor]]) -> list[dict[str, Tensor]]:
+        """Masks for given boxes (the GT-box oracle): no RPN, no box head; boxes are mapped into the input frame
+        with the inverse of :meth:`postprocess`'s rescale and every score is 1."""
+        if len(given) != len(batch.image_sizes):
+            raise ValueError(f"boxes= has {len(given)} entries for {len(batch.image_sizes)} images")
+        dets = []
+        for g, (h0, w0), (h, w) in zip(given, batch.original_sizes, batch.image_sizes):
+            b = g["boxes"].to(device=batch.tensors.device, dtype=torch.float32).reshape(-1, 4)
+            if self.conventions == "torchvision":
+                scale = b.new_tensor([w / w0, h / h0, w / w0, h / h0])
+            else:
+                sx, sy = w / w0, h / h0
+                scale = b.new_tensor([sx, sy, sx, sy])
+            lab = g["labels"].to(device=b.device, dtype=torch.long).reshape(-1)
+            if lab.shape[0] != b.shape[0]:
+                raise ValueError(f"boxes= entry with {b.shape[0]} boxes and {lab.shape[0]} labels")
+            dets.append({"boxes": b * scale, "scores": torch.ones(b.shape[0], device=b.device), "labels": lab})
+        predict = getattr(self.roi_heads, "predict_masks", None)
+        if predict is None:
+            raise TypeError(f"{type(self.roi_heads).__name__} has no predict_masks(): given boxes are not supported")
+        return predict(features, dets)
+
+    @torch.no_grad()
     def postprocess(self, detections: list[dict[str, Tensor]], batch: ImageBatch) -> list[dict[str, Tensor]]:
         """Rescale boxes to original pixels (÷ scale factor, mmdet ``rescale=True``) and paste masks (≥ 0.5)."""
+        if self.conventions == "torchvision":
+            return self._postprocess_torchvision(detections, batch)
         out = []
         for i, det in enumerate(detections):
             sx, sy = batch.scale_factors[i] if batch.scale_factors else (1.0, 1.0)
@@ -252,6 +339,33 @@ class TwoStageDetector(nn.Module):
                 chunks = [
                     paste_masks(probs[j:j + self.paste_chunk_size], boxes[j:j + self.paste_chunk_size], (h, w))
                     >= MASK_THRESHOLD
+                    for j in range(0, probs.shape[0], self.paste_chunk_size)
+                ]
+                res["masks"] = torch.cat(chunks) if chunks else torch.zeros((0, h, w), dtype=torch.bool,
+                                                                            device=boxes.device)
+            out.append(res)
+        return out
+
+    def _postprocess_torchvision(self, detections: list[dict[str, Tensor]],
+                                 batch: ImageBatch) -> list[dict[str, Tensor]]:
+        """torchvision ``resize_boxes`` + ``paste_masks_in_image`` (padding 1), thresholded ``> 0.5``."""
+        from torchvision.models.detection.roi_heads import paste_masks_in_image
+
+        out = []
+        for det, (h, w), (rh, rw) in zip(detections, batch.original_sizes, batch.image_sizes):
+            boxes = det["boxes"]
+            ratio_h = torch.tensor(h, dtype=torch.float32, device=boxes.device) / torch.tensor(
+                rh, dtype=torch.float32, device=boxes.device)
+            ratio_w = torch.tensor(w, dtype=torch.float32, device=boxes.device) / torch.tensor(
+                rw, dtype=torch.float32, device=boxes.device)
+            x1, y1, x2, y2 = boxes.unbind(1)
+            boxes = torch.stack((x1 * ratio_w, y1 * ratio_h, x2 * ratio_w, y2 * ratio_h), dim=1)
+            res = {"boxes": boxes, "scores": det["scores"], "labels": det["labels"]}
+            if "mask_probs" in det:
+                probs = det["mask_probs"]
+                chunks = [
+                    paste_masks_in_image(probs[j:j + self.paste_chunk_size, None],
+                                         boxes[j:j + self.paste_chunk_size], (h, w), padding=1)[:, 0] > 0.5
                     for j in range(0, probs.shape[0], self.paste_chunk_size)
                 ]
                 res["masks"] = torch.cat(chunks) if chunks else torch.zeros((0, h, w), dtype=torch.bool,

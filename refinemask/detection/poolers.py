@@ -13,7 +13,7 @@ import torch
 from torch import Tensor, nn
 from torchvision.ops import roi_align
 
-__all__ = ["boxes_to_rois", "map_roi_levels", "MultiLevelRoIAlign"]
+__all__ = ["boxes_to_rois", "map_roi_levels", "map_roi_levels_torchvision", "MultiLevelRoIAlign", "roi_pooler"]
 
 
 def boxes_to_rois(boxes: Sequence[Tensor]) -> Tensor:
@@ -41,6 +41,21 @@ def map_roi_levels(boxes: Tensor, num_levels: int = 4, finest_scale: float = 56.
     return lvls.clamp(min=0, max=num_levels - 1).long()
 
 
+def map_roi_levels_torchvision(boxes: Tensor, num_levels: int = 4) -> Tensor:
+    """torchvision ``LevelMapper(k_min=2, k_max=5, canonical_scale=224, canonical_level=4, eps=1e-6)`` as level
+    indices 0… (0 = P2): ``clamp(floor(4 + log2(sqrt(w·h) / 224) + 1e-6), 2, 5) − 2``; computed by torchvision's
+    own class. Same split as :func:`map_roi_levels` except for boxes within float rounding of a boundary.
+
+    Args:
+        boxes: (K, 4) x1, y1, x2, y2 in input pixels.
+    Returns:
+        (K,) int64 in [0, num_levels − 1].
+    """
+    from torchvision.ops.poolers import LevelMapper
+
+    return LevelMapper(2, 2 + num_levels - 1, canonical_scale=224, canonical_level=4, eps=1e-6)([boxes])
+
+
 class MultiLevelRoIAlign(nn.Module):
     """Pool RoIs from the FPN level chosen by :func:`map_roi_levels`.
 
@@ -64,10 +79,14 @@ class MultiLevelRoIAlign(nn.Module):
         sampling_ratio: int = 0,
         aligned: bool = True,
         finest_scale: float = 56.0,
+        level_rule: str = "mmdet",
     ) -> None:
         super().__init__()
         if len(featmap_names) != len(strides):
             raise ValueError("featmap_names and strides must have the same length")
+        if level_rule not in ("mmdet", "torchvision"):
+            raise ValueError(f"level_rule must be 'mmdet' or 'torchvision', got {level_rule!r}")
+        self.level_rule = level_rule
         self.featmap_names = tuple(featmap_names)
         self.strides = tuple(strides)
         self.output_size = int(output_size)
@@ -85,7 +104,10 @@ class MultiLevelRoIAlign(nn.Module):
             return out
         if len(feats) == 1:
             return self._pool(feats[0], rois, self.strides[0])
-        levels = map_roi_levels(rois[:, 1:], len(feats), self.finest_scale)
+        if self.level_rule == "torchvision":
+            levels = map_roi_levels_torchvision(rois[:, 1:], len(feats))
+        else:
+            levels = map_roi_levels(rois[:, 1:], len(feats), self.finest_scale)
         for lvl, (feat, stride) in enumerate(zip(feats, self.strides)):
             idx = torch.nonzero(levels == lvl).squeeze(1)
             if idx.numel() > 0:
@@ -105,6 +127,17 @@ class MultiLevelRoIAlign(nn.Module):
     def extra_repr(self) -> str:
         return (
             f"featmap_names={self.featmap_names}, strides={self.strides}, output_size={self.output_size}, "
-            f"sampling_ratio={self.sampling_ratio}, aligned={self.aligned}, finest_scale={self.finest_scale}"
+            f"sampling_ratio={self.sampling_ratio}, aligned={self.aligned}, finest_scale={self.finest_scale}, "
+            f"level_rule={self.level_rule!r}"
         )
+
+
+def roi_pooler(output_size: int, conventions: str = "mmdet") -> MultiLevelRoIAlign:
+    """The P2–P5 pooler of a preset's conventions (``Preset.conventions``): mmdet ``SingleRoIExtractor`` (aligned,
+    sampling 0) or torchvision ``MultiScaleRoIAlign`` (aligned=False, sampling_ratio=2, its level mapper)."""
+    if conventions == "torchvision":
+        return MultiLevelRoIAlign(output_size=output_size, sampling_ratio=2, aligned=False, level_rule="torchvision")
+    if conventions != "mmdet":
+        raise ValueError(f"unknown conventions {conventions!r}")
+    return MultiLevelRoIAlign(output_size=output_size)
 

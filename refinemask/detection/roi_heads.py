@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.models.detection._utils import BalancedPositiveNegativeSampler, BoxCoder
-from torchvision.ops import batched_nms, box_iou, clip_boxes_to_image
+from torchvision.ops import batched_nms, box_iou, clip_boxes_to_image, remove_small_boxes
 
 from refinemask.config import BoxHeadConfig
 
@@ -89,12 +89,14 @@ def fast_rcnn_loss(
 
 
 def multiclass_nms(
-    boxes: Tensor, scores: Tensor, score_thresh: float, nms_thresh: float, max_dets: int
+    boxes: Tensor, scores: Tensor, score_thresh: float, nms_thresh: float, max_dets: int, min_size: float = 0.0
 ) -> tuple[Tensor, Tensor, Tensor]:
     """mmdet ``multiclass_nms``: keep (box, class) pairs with score > thr, NMS per class, top ``max_dets`` by score.
 
     Args:
         boxes: (K, C, 4) class-specific boxes. scores: (K, C) foreground probabilities.
+        min_size: > 0 also drops boxes narrower or shorter than it (pixels) before NMS (torchvision
+            ``postprocess_detections``: 1e-2); 0 keeps every box (mmdet).
     Returns:
         boxes (n, 4), scores (n,) sorted descending, labels (n,) int64 in [0, C), n ≤ max_dets.
     """
@@ -103,6 +105,9 @@ def multiclass_nms(
     boxes, scores, labels = boxes.reshape(-1, 4), scores.reshape(-1), labels.reshape(-1)
     valid = scores > score_thresh
     boxes, scores, labels = boxes[valid], scores[valid], labels[valid]
+    if min_size > 0:
+        big = remove_small_boxes(boxes, min_size)
+        boxes, scores, labels = boxes[big], scores[big], labels[big]
     keep = batched_nms(boxes, scores, labels, nms_thresh)[:max_dets]
     return boxes[keep], scores[keep], labels[keep]
 
@@ -178,6 +183,7 @@ class RoIHeads(nn.Module):
         box_head: default ``TwoFCBoxHead(num_classes)``.
         mask_branch: a :class:`MaskBranch` or None (box-only detector).
         cfg: :class:`BoxHeadConfig`.
+        min_box_size: drop detections smaller than this (pixels) before NMS (torchvision 1e-2; mmdet 0).
 
     Forward:
         features: FPN dict; proposals: B tensors (K_i, 4) input pixels; image_sizes: B × (h, w) unpadded.
@@ -202,9 +208,11 @@ class RoIHeads(nn.Module):
         box_head: nn.Module | None = None,
         mask_branch: MaskBranch | None = None,
         cfg: BoxHeadConfig = BoxHeadConfig(),
+        min_box_size: float = 0.0,
     ) -> None:
         super().__init__()
         self.num_classes = num_classes
+        self.min_box_size = float(min_box_size)
         self.box_pooler = box_pooler or MultiLevelRoIAlign(output_size=7)
         self.box_head = box_head or TwoFCBoxHead(num_classes)
         self.mask_branch = mask_branch
@@ -268,14 +276,22 @@ class RoIHeads(nn.Module):
                 )
             return [], losses
 
-        detections = self.detect(features, proposals, image_sizes)
-        if self.mask_branch is not None:
-            boxes = [d["boxes"] for d in detections]
-            labels = [d["labels"] for d in detections]
-            probs = self.mask_branch.predict(RoIBatch(features, boxes, labels))
-            for d, p in zip(detections, probs.split([b.shape[0] for b in boxes])):
-                d["mask_probs"] = p
-        return detections, {}
+        return self.predict_masks(features, self.detect(features, proposals, image_sizes)), {}
+
+    @torch.no_grad()
+    def predict_masks(self, features: dict[str, Tensor],
+                      detections: list[dict[str, Tensor]]) -> list[dict[str, Tensor]]:
+        """Add ``mask_probs`` (n, S, S) to each image's detections (``boxes`` (n, 4) input pixels, ``labels`` (n,));
+        the mask-branch half of inference, also used with given boxes (``TwoStageDetector(..., boxes=)``, the
+        GT-box oracle). Without a mask branch the detections are returned unchanged."""
+        if self.mask_branch is None:
+            return detections
+        boxes = [d["boxes"] for d in detections]
+        labels = [d["labels"] for d in detections]
+        probs = self.mask_branch.predict(RoIBatch(features, boxes, labels))
+        for d, p in zip(detections, probs.split([b.shape[0] for b in boxes])):
+            d["mask_probs"] = p
+        return detections
 
     @torch.no_grad()
     def regress_positives(
@@ -326,6 +342,6 @@ class RoIHeads(nn.Module):
                 b, s, lab = topk_detections(boxes, p, self.fixed_dets)
             else:
                 b, s, lab = multiclass_nms(boxes, p, self.cfg.score_thresh, self.cfg.nms_thresh,
-                                           self.cfg.detections_per_img)
+                                           self.cfg.detections_per_img, self.min_box_size)
             results.append({"boxes": b, "scores": s, "labels": lab})
         return results

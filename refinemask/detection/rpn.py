@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.models.detection._utils import BalancedPositiveNegativeSampler, BoxCoder
-from torchvision.ops import batched_nms, box_iou, clip_boxes_to_image
+from torchvision.ops import batched_nms, box_iou, clip_boxes_to_image, remove_small_boxes
 
 from refinemask.config import RPNConfig
 
@@ -86,6 +86,10 @@ class AnchorGenerator(nn.Module):
     Per level l with stride s: base size s·scale, ratio r = h/w, w = s·scale/√r, h = s·scale·√r, centred on
     (s·j, s·i) (center offset 0), **not rounded**. Anchor order per level: row-major (y, x) then A anchors
     (ratio-major, scale-minor) — the order of the RPN head's channels.
+
+    ``torchvision=True`` reproduces ``torchvision.models.detection.anchor_utils.AnchorGenerator`` (sizes 32…512,
+    the same ratios): base anchors ``round()``-ed to integers and grid strides ``padded size // grid size``
+    (e.g. 61, not 64, for P6 of an 800-pixel-high input); then :meth:`forward` needs ``image_size``.
     """
 
     def __init__(
@@ -93,11 +97,14 @@ class AnchorGenerator(nn.Module):
         strides: Sequence[int] = (4, 8, 16, 32, 64),
         scales: Sequence[float] = (8.0,),
         ratios: Sequence[float] = (0.5, 1.0, 2.0),
+        *,
+        torchvision: bool = False,
     ) -> None:
         super().__init__()
         self.strides = tuple(int(s) for s in strides)
         self.scales = tuple(float(s) for s in scales)
         self.ratios = tuple(float(r) for r in ratios)
+        self.torchvision = bool(torchvision)
 
     @property
     def num_anchors_per_location(self) -> int:
@@ -109,18 +116,31 @@ class AnchorGenerator(nn.Module):
         scales = torch.tensor(self.scales, dtype=torch.float32, device=device)
         h_ratios = torch.sqrt(ratios)
         w_ratios = 1.0 / h_ratios
+        if self.torchvision:  # torchvision generate_anchors: sizes = stride · scale, then round
+            sizes = torch.tensor([stride * s for s in self.scales], dtype=torch.float32, device=device)
+            ws = (w_ratios[:, None] * sizes[None, :]).reshape(-1)
+            hs = (h_ratios[:, None] * sizes[None, :]).reshape(-1)
+            return (torch.stack([-ws, -hs, ws, hs], dim=1) / 2).round()
         ws = (stride * w_ratios[:, None] * scales[None, :]).reshape(-1)
         hs = (stride * h_ratios[:, None] * scales[None, :]).reshape(-1)
         return torch.stack([-0.5 * ws, -0.5 * hs, 0.5 * ws, 0.5 * hs], dim=1)
 
-    def forward(self, feature_sizes: Sequence[tuple[int, int]], device=None) -> list[Tensor]:
-        """Anchors per level: list of (H_l·W_l·A, 4) in input pixels, for grid sizes ``feature_sizes``."""
+    def forward(self, feature_sizes: Sequence[tuple[int, int]], device=None,
+                image_size: tuple[int, int] | None = None) -> list[Tensor]:
+        """Anchors per level: list of (H_l·W_l·A, 4) in input pixels, for grid sizes ``feature_sizes``.
+
+        ``image_size``: the padded (H, W) of the batch; required with ``torchvision=True`` (grid strides
+        ``H // H_l``, ``W // W_l``), ignored otherwise. Raises ValueError on a level-count mismatch.
+        """
         if len(feature_sizes) != len(self.strides):
             raise ValueError(f"got {len(feature_sizes)} feature levels for {len(self.strides)} strides")
+        if self.torchvision and image_size is None:
+            raise ValueError("AnchorGenerator(torchvision=True) needs the padded image_size")
         out = []
         for (h, w), s in zip(feature_sizes, self.strides):
-            sx = torch.arange(w, dtype=torch.float32, device=device) * s
-            sy = torch.arange(h, dtype=torch.float32, device=device) * s
+            sy_, sx_ = (int(image_size[0]) // int(h), int(image_size[1]) // int(w)) if self.torchvision else (s, s)
+            sx = torch.arange(w, dtype=torch.float32, device=device) * sx_
+            sy = torch.arange(h, dtype=torch.float32, device=device) * sy_
             yy, xx = torch.meshgrid(sy, sx, indexing="ij")
             shifts = torch.stack([xx, yy, xx, yy], dim=-1).reshape(-1, 1, 4)
             out.append((shifts + self.base_anchors(s, device)[None]).reshape(-1, 4))
@@ -173,6 +193,9 @@ class RegionProposalNetwork(nn.Module):
         losses: ``{"loss_rpn_cls", "loss_rpn_bbox"}`` in training, else ``{}``.
     Raises:
         ValueError: training without targets.
+
+    ``min_size`` > 0 drops proposals narrower or shorter than it (pixels) before NMS (torchvision: 1e-3);
+    0 keeps every box (mmdet 2.x with ``min_bbox_size=0``).
     """
 
     def __init__(
@@ -181,9 +204,11 @@ class RegionProposalNetwork(nn.Module):
         anchor_generator: AnchorGenerator | None = None,
         cfg: RPNConfig = RPNConfig(),
         size_divisor: int = 32,
+        min_size: float = 0.0,
     ) -> None:
         super().__init__()
         self.size_divisor = size_divisor
+        self.min_size = float(min_size)
         self.anchor_generator = anchor_generator or AnchorGenerator()
         self.head = head or RPNHead(num_anchors=self.anchor_generator.num_anchors_per_location)
         self.cfg = cfg
@@ -198,7 +223,10 @@ class RegionProposalNetwork(nn.Module):
     ) -> tuple[list[Tensor], dict[str, Tensor]]:
         feats = list(features.values())
         logits, deltas = self.head(feats)
-        anchors_per_level = self.anchor_generator([f.shape[-2:] for f in feats], device=feats[0].device)
+        stride0 = self.anchor_generator.strides[0]  # the padded batch size, exact: padding is a multiple of 32
+        padded = (feats[0].shape[-2] * stride0, feats[0].shape[-1] * stride0)
+        anchors_per_level = self.anchor_generator([f.shape[-2:] for f in feats], device=feats[0].device,
+                                                  image_size=padded)
         num_per_level = [a.shape[0] for a in anchors_per_level]
         anchors = torch.cat(anchors_per_level, dim=0)
         objectness = _flatten(logits, 1)[..., 0]  # (B, A_total)
@@ -251,6 +279,9 @@ class RegionProposalNetwork(nn.Module):
             lvls = torch.cat(sel_lvl)
             boxes = self.box_coder.decode_single(deltas[b, idx], anchors[idx])
             boxes = clip_boxes_to_image(boxes, tuple(size))
+            if self.min_size > 0:
+                small = remove_small_boxes(boxes, self.min_size)
+                boxes, scores, lvls = boxes[small], scores[small], lvls[small]
             keep = batched_nms(boxes, scores, lvls, self.cfg.nms_thresh)[:post_n]
             out.append(boxes[keep])
         return out

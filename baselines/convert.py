@@ -54,6 +54,8 @@ __all__ = [
     "map_mmdet_htc_key",
     "convert_mmdet_point_rend",
     "convert_mmdet_htc",
+    "DETECTRON2_POINT_REND_RULES",
+    "convert_detectron2_point_rend",
 ]
 
 _P = r"(weight|bias)"
@@ -196,3 +198,67 @@ def convert_mmdet_htc(state_dict: Mapping, trunk_mapper: TrunkMapper | None | bo
     """
     return _convert(state_dict, lambda k: _HTC_OWNED.match(k) is not None, map_mmdet_htc_key, trunk_mapper,
                     "convert_mmdet_htc")
+
+
+#: detectron2 PointRend heads (``projects/PointRend``): model-zoo files name them ``roi_heads.mask_coarse_head`` /
+#: ``roi_heads.mask_point_head``; detectron2 ≥ 0.4 ``roi_heads.mask_head.coarse_head`` / ``.point_head``.
+#: (``CoarseMaskHead`` = our ``CoarseMaskHead``; ``StandardPointHead`` = our ``MaskPointHead``.)
+_D2_COARSE = r"roi_heads\.(?:mask_coarse_head|mask_head\.coarse_head)\."
+_D2_POINT = r"roi_heads\.(?:mask_point_head|mask_head\.point_head)\."
+DETECTRON2_POINT_REND_RULES: _Rules = [
+    (re.compile(rf"{_D2_COARSE}reduce_spatial_dim_conv\.{_P}"), r"roi_heads.mask_branch.mask_head.downsample_conv.\1"),
+    (re.compile(rf"{_D2_COARSE}coarse_mask_fc([1-9])\.{_P}"), None),  # index shift: see the mapper
+    (re.compile(rf"{_D2_COARSE}prediction\.{_P}"), r"roi_heads.mask_branch.mask_head.fc_logits.\1"),
+    (re.compile(rf"{_D2_POINT}fc([1-9])\.{_P}"), None),
+    (re.compile(rf"{_D2_POINT}predictor\.{_P}"), r"roi_heads.mask_branch.point_head.fc_logits.\1"),
+]
+
+
+def _map_detectron2_point_rend_key(key: str) -> str | None:
+    for pat, repl in DETECTRON2_POINT_REND_RULES:
+        m = pat.fullmatch(key)
+        if m is None:
+            continue
+        if repl is not None:
+            return m.expand(repl)
+        part = "mask_head.fcs" if "coarse" in pat.pattern else "point_head.fcs"
+        return f"roi_heads.mask_branch.{part}.{int(m[1]) - 1}.{m[2]}"
+    return None
+
+
+def convert_detectron2_point_rend(state_dict: Mapping[str, Tensor]) -> tuple[dict[str, Tensor], dict]:
+    """detectron2 ``PointRendROIHeads`` (coarse FC head + point head) state dict → ours (a model built from a
+    ``point_rend_*detectron2*`` preset).
+
+    ==================================================  =================================================
+    detectron2 key (``roi_heads.mask_coarse_head.`` …)  ours (``roi_heads.mask_branch.`` omitted)
+    ==================================================  =================================================
+    ``reduce_spatial_dim_conv``                          ``mask_head.downsample_conv`` (2×2, stride 2)
+    ``coarse_mask_fc{k}``                                ``mask_head.fcs.{k−1}``
+    ``prediction``                                       ``mask_head.fc_logits`` (C·7·7, class-major)
+    ``roi_heads.mask_point_head.fc{k}``                  ``point_head.fcs.{k−1}`` (Conv1d, fine ‖ coarse)
+    ``roi_heads.mask_point_head.predictor``              ``point_head.fc_logits``
+    ==================================================  =================================================
+
+    The rest (backbone, RPN, box head) is renamed by ``refinemask.convert_detectron2.convert_detectron2_trunk``.
+
+    Returns:
+        (state_dict, info) — ``info`` as the trunk converter's (``pixel_mean`` / ``pixel_std`` / ``dropped``).
+    Raises:
+        UsageError: listing every key without a mapping (e.g. ``reduce_channel_dim_conv`` of a coarse head fed more
+            than 256 channels, or an implicit PointRend head).
+    """
+    from refinemask.convert_detectron2 import convert_detectron2_trunk
+
+    trunk, rest, info = convert_detectron2_trunk(state_dict)
+    head, unknown = {}, []
+    for k, v in rest.items():
+        new = _map_detectron2_point_rend_key(k)
+        if new is None:
+            unknown.append(k)
+        else:
+            head[new] = v
+    if unknown:
+        raise UsageError(f"convert_detectron2_point_rend: {len(unknown)} key(s) have no mapping: "
+                         f"{unknown[:20]}{' ...' if len(unknown) > 20 else ''}")
+    return {**trunk, **head}, info

@@ -38,6 +38,7 @@ from refinemask.config import (
     RPNConfig,
     preset_dict,
 )
+from refinemask.presets.mask_rcnn import MS_640_800_VALUES
 
 __all__ = [
     "PointRendConfig", "HTCConfig", "POINT_REND_VARIANTS", "HTC_SEMANTIC_MODES", "STUFF_ROOT_ENV",
@@ -234,6 +235,21 @@ _POINT_REND = (
             "detectron2 PointRend head (docs/models.md §4.2): train on predicted boxes, Caffe2-xavier coarse FCs, "
             "regular-grid subdivision start. The trunk stays ours (BN eval-mode, pytorch R50, single-scale), not "
             "detectron2's FrozenBN / MSRA R50 / multi-scale 90k-iteration recipe."
+        ),
+    ),
+    replace(
+        _POINT_REND_R50_1X,
+        name="point_rend_r50_fpn_1x_detectron2_coco",
+        mask_head_cfg=PointRendConfig(variant="detectron2"),
+        backbone_style="caffe",
+        norm="frozen_bn",
+        train_scales=MS_640_800_VALUES,
+        paper_ref="(no paper row) detectron2 model zoo pointrend_rcnn_R_50_FPN_1x_coco (d2 README mask AP 36.2)",
+        notes=(
+            "For detectron2 PointRend checkpoints converted with `rmbench convert --from detectron2` "
+            "(baselines.convert.convert_detectron2_point_rend): detectron2 head variant on detectron2's trunk "
+            "(MSRA caffe-style R50, FrozenBN, short side in {640..800 step 32}); 1x = mmdet's 12 epochs here "
+            "(detectron2: 90k iterations of 16 images). Not parity-tested (detectron2 cannot be installed here)."
         ),
     ),
     replace(

@@ -9,6 +9,7 @@ the PointRend and HTC presets and builders). One module per command group, each 
 - :mod:`.analysis`  ``analyze``, ``compare``
 - :mod:`.reporting` ``report``, ``regress``, ``reproduce``
 - :mod:`.models`    ``train``, ``infer``, ``models``
+- :mod:`.convert`   ``convert`` (checkpoints of torchvision, detectron2, mmdet, official RefineMask)
 - :mod:`.bench`     ``bench`` (the fps protocol)
 - :mod:`.demo`      ``demo`` (the main job)
 
@@ -26,7 +27,7 @@ import argparse
 
 import baselines  # noqa: F401  (registers the PointRend / HTC presets and builders with refinemask.registry)
 
-from . import analysis, bench, demo, evaluate, models, reporting
+from . import analysis, bench, convert, demo, evaluate, models, reporting
 from .command import KNOWN_COMMANDS, Command, run_command, setup_logging
 
 __all__ = ["Command", "build_parser", "commands", "main"]
@@ -43,7 +44,8 @@ def _version() -> str:
 
 def commands() -> list[Command]:
     """Every subcommand, in ``rmbench --help`` order."""
-    return [*evaluate.COMMANDS, *analysis.COMMANDS, demo.COMMAND, *reporting.COMMANDS, *models.COMMANDS, bench.COMMAND]
+    return [*evaluate.COMMANDS, *analysis.COMMANDS, demo.COMMAND, *reporting.COMMANDS, *models.COMMANDS,
+            convert.COMMAND, bench.COMMAND]
 
 
 KNOWN_COMMANDS.update(c.name for c in commands())  # what `reproduce` may run, also when called from Python

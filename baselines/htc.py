@@ -613,15 +613,25 @@ class HTCRoIHeads(nn.Module):
                 b, s, lab = multiclass_nms(boxes, p, self.cfg.score_thresh, self.cfg.nms_thresh,
                                            self.cfg.detections_per_img)
             results.append({"boxes": b, "scores": s, "labels": lab})
+        return self.predict_masks(features, results, semantic=semantic)
+
+    @torch.no_grad()
+    def predict_masks(self, features: dict[str, Tensor], detections: list[dict[str, Tensor]],
+                      semantic: Tensor | None = None) -> list[dict[str, Tensor]]:
+        """Add ``mask_probs`` (n, 28, 28) — the mean of the three mask stages on the final boxes, as mmdet's
+        ``simple_test`` — to each image's detections (``boxes`` input pixels, ``labels``); also used with given
+        boxes (the GT-box oracle). ``semantic``: the semantic features if already computed."""
+        if semantic is None:
+            _, semantic = self.semantic_forward(features)
         feats = dict(features)
         if semantic is not None:
             feats[SEMANTIC_KEY] = semantic
-        det_boxes = [r["boxes"] for r in results]
-        det_labels = [r["labels"] for r in results]
+        det_boxes = [r["boxes"] for r in detections]
+        det_labels = [r["labels"] for r in detections]
         mask_probs = self.mask_branch.predict(RoIBatch(feats, det_boxes, det_labels))
-        for r, m in zip(results, mask_probs.split([len(b) for b in det_boxes])):
+        for r, m in zip(detections, mask_probs.split([len(b) for b in det_boxes])):
             r["mask_probs"] = m
-        return results
+        return detections
 
 
 def build_htc_roi_heads(preset: Preset) -> HTCRoIHeads:

@@ -181,6 +181,12 @@ def add_infer_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--workers", type=int, default=2, help="data-loader workers (default 2)")
     p.add_argument("--cpu-threads", type=int, help="torch CPU threads per process (1 is best on a busy machine)")
     p.add_argument("--amp", action="store_true", help="float16 autocast on CUDA")
+    p.add_argument("--batch", type=int, default=1, metavar="N",
+                   help="images per forward pass (default 1, the official protocol); images are batched only with "
+                        "images of the same padded size, so results equal batch 1's")
+    p.add_argument("--gt-boxes", action="store_true",
+                   help="GT-box oracle: predict a mask for every non-crowd GT box with its class (score 1.0) "
+                        "instead of detecting; evaluating the result measures mask quality alone")
 
 
 def run_infer(args) -> int:
@@ -200,11 +206,24 @@ def run_infer(args) -> int:
                              img_scale=parse_scale(args.img_scale) if args.img_scale else None)
     ckpt = load_checkpoint(args.checkpoint)
     check_preset(ckpt, preset.name, args.checkpoint)
+    if args.batch < 1:
+        raise UsageError(f"--batch must be >= 1, got {args.batch}")
     classes = ckpt.get("classes")
-    dataset = InstanceDataset(args.gt, args.images, with_masks=False, categories=classes)
-    if dataset.num_classes != preset.num_classes:
-        raise UsageError(f"{args.gt} has {dataset.num_classes} categories but preset {preset.name!r} predicts "
-                         f"{preset.num_classes}. Fix: evaluate on the dataset the model was trained for")
+    label_to_cat_id = None
+    if preset.category_ids is not None:  # the model's own label space (torchvision: COCO ids 1..90)
+        dataset = InstanceDataset(args.gt, args.images, with_masks=False)
+        known = set(dataset.cat_ids)
+        uncovered = sorted(known - set(preset.category_ids))
+        if uncovered:
+            raise UsageError(f"{args.gt} has categories {uncovered[:10]} that preset {preset.name!r} cannot predict "
+                             f"(its labels are category ids {preset.category_ids[0]}..{preset.category_ids[-1]}). "
+                             f"Fix: evaluate on the dataset the model was trained for")
+        label_to_cat_id = [c if c in known else None for c in preset.category_ids]
+    else:
+        dataset = InstanceDataset(args.gt, args.images, with_masks=False, categories=classes)
+        if dataset.num_classes != preset.num_classes:
+            raise UsageError(f"{args.gt} has {dataset.num_classes} categories but preset {preset.name!r} predicts "
+                             f"{preset.num_classes}. Fix: evaluate on the dataset the model was trained for")
     if args.cpu_threads:
         torch.set_num_threads(args.cpu_threads)
     try:
@@ -215,16 +234,19 @@ def run_infer(args) -> int:
         set_test_cfg(model, args.score_thr, args.max_dets)
         t0 = time.perf_counter()
         results = inference_on_dataset(model, dataset, device=info.device, num_workers=args.workers,
-                                       amp=args.amp, progress=sys.stderr.isatty())
+                                       amp=args.amp, progress=sys.stderr.isatty(), label_to_cat_id=label_to_cat_id,
+                                       batch_size=args.batch, gt_boxes=args.gt_boxes)
         dt = time.perf_counter() - t0
         if info.is_main:
             write_json(args.out, results)
-            print(f"wrote {args.out}: {len(results)} detections on {len(dataset)} images ({dt:.1f} s)")
+            what = "oracle masks (one per non-crowd GT box)" if args.gt_boxes else "detections"
+            print(f"wrote {args.out}: {len(results)} {what} on {len(dataset)} images ({dt:.1f} s, batch {args.batch})")
             if args.eval_out:
                 from eval.output import metrics_markdown
 
                 run = run_info(preset, checkpoint=str(args.checkpoint),
-                               iteration=ckpt.get("iter") if isinstance(ckpt.get("iter"), int) else None)
+                               iteration=ckpt.get("iter") if isinstance(ckpt.get("iter"), int) else None,
+                               boxes="gt (oracle)" if args.gt_boxes else None)
                 trained = ckpt.get("run", {}).get("train") if isinstance(ckpt.get("run"), dict) else None
                 if isinstance(trained, dict):
                     run["train"] = trained
@@ -232,7 +254,8 @@ def run_infer(args) -> int:
                                            metrics=[m.strip() for m in args.metrics.split(",") if m.strip()],
                                            inputs={"results": args.out, "checkpoint": args.checkpoint},
                                            params={"score_thr": args.score_thr, "max_dets": args.max_dets,
-                                                   "test_scale": list(preset.test_scale)},
+                                                   "test_scale": list(preset.test_scale), "batch": args.batch,
+                                                   "gt_boxes": args.gt_boxes},
                                            device=str(info.device))
                 print(metrics_markdown(metrics))
                 print(f"wrote {Path(args.eval_out) / 'metrics.json'}")
@@ -306,9 +329,11 @@ COMMANDS = [
     Command("train", "train a preset (single process, or multi-GPU / multi-node under torchrun)", TRAIN_DESCRIPTION,
             add_train_arguments, run_train),
     Command("infer", "COCO results (RLE masks) for a checkpoint; optionally evaluate them",
-            "Run a trained checkpoint on every image of a COCO-format json (batch 1, the preset's test scale, score "
-            "threshold and detections per image) and write a COCO results json atomically. Under torchrun the "
-            "images are sharded and the results gathered.", add_infer_arguments, run_infer),
+            "Run a trained checkpoint on every image of a COCO-format json (the preset's test scale, score "
+            "threshold and detections per image; batch 1 unless --batch) and write a COCO results json atomically. "
+            "--gt-boxes is the GT-box oracle: masks for the non-crowd GT boxes with their classes, score 1 (mask "
+            "quality alone). Under torchrun the images are sharded and the results gathered.",
+            add_infer_arguments, run_infer),
     Command("models", "list presets with parameter counts",
             "Every preset with its method, backbone, schedule, dataset and parameter count (mmdet convention: BN "
             "affine counted, frozen parameters included; models are built on the meta device, so nothing is "

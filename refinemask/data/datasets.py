@@ -275,6 +275,12 @@ class InstanceDataset(Dataset):
         """(N,) int64: 1 where width / height > 1 (landscape), else 0 — mmdet ``CustomDataset._set_group_flag``."""
         return np.array([1 if im["width"] / im["height"] > 1 else 0 for im in self.images], dtype=np.int64)
 
+    def non_crowd_annotations(self, index: int) -> list[dict]:
+        """Every annotation of image ``index`` with ``iscrowd`` 0 (and no ``ignore`` flag), in file order, whatever
+        its category or size: the instances a GT-box oracle predicts masks for (``rmbench infer --gt-boxes``)."""
+        anns = self._anns.get(self.images[index]["id"], [])
+        return [a for a in anns if not a.get("iscrowd", 0) and not a.get("ignore", 0)]
+
     def image_categories(self, index: int) -> set[int]:
         """Contiguous labels present in image ``index`` (non-crowd), for class-balanced repeat factors."""
         anns = self._usable(self._anns.get(self.images[index]["id"], []))

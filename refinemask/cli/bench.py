@@ -127,6 +127,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--flops", action="store_true",
                    help="also count each model's GMACs on the first timed image (one extra untimed forward; "
                         "torch.utils.flop_counter) and report the GMAC ratio beside the latency ratio")
+    p.add_argument("--amp", action="store_true",
+                   help="float16 autocast for our models (CUDA only; the GPU check of tools/device_check.sh)")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     p.add_argument("--out", type=Path, default=None, help="also write the JSON object to this file")
     p.add_argument("--run-dir", type=Path, default=None, metavar="DIR",
@@ -154,6 +156,8 @@ def run(args: argparse.Namespace) -> int:
     if dev == "cuda" and not torch.cuda.is_available():
         raise UsageError("--device cuda: no CUDA device is available (use --device cpu)")
     device = torch.device(dev)
+    if args.amp and device.type != "cuda":
+        raise UsageError("--amp is float16 autocast on CUDA; this run is on the CPU (drop --amp or use --device cuda)")
     if any(c == "mmdet" or c.startswith("mmdet:") for c in compare):
         try:
             import mmdet  # noqa: F401
@@ -175,11 +179,11 @@ def run(args: argparse.Namespace) -> int:
 
     results = []
     builders = [("ours", lambda: ours_runner(preset.name, device, args.fixed_dets, scale if args.scale else None,
-                                             args.checkpoint, args.mmdet_checkpoint))]
+                                             args.checkpoint, args.mmdet_checkpoint, amp=args.amp))]
     for other in compare:  # our other presets, at the same scale and fixed-dets load (a Table 2-style comparison)
         if other in PRESETS:
             builders.append((other, lambda other=other: ours_runner(other, device, args.fixed_dets,
-                                                                     scale if args.scale else None)))
+                                                                     scale if args.scale else None, amp=args.amp)))
     if "torchvision" in compare:
         builders.append(("torchvision", lambda: torchvision_runner(device, args.fixed_dets, scale)))
     if "mmdet" in compare:

@@ -85,7 +85,9 @@ def set_fixed_dets(model, n: int | None) -> None:
 
 
 def ours_runner(preset: str, device, fixed_dets: int | None, scale: tuple[int, int] | None,
-                checkpoint: Path | None = None, mmdet_checkpoint: Path | None = None) -> Runner:
+                checkpoint: Path | None = None, mmdet_checkpoint: Path | None = None, amp: bool = False) -> Runner:
+    """Our model as a timed :class:`Runner` (random weights seeded, or a checkpoint); ``amp``: float16 autocast
+    on CUDA (ignored on CPU, where the bench refuses it)."""
     import torch
 
     from refinemask.models import build_model
@@ -114,14 +116,16 @@ def ours_runner(preset: str, device, fixed_dets: int | None, scale: tuple[int, i
 
     @torch.no_grad()
     def forward(batch) -> int:
-        out = model(batch.to(device, non_blocking=True))
+        with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=amp and device.type == "cuda"):
+            out = model(batch.to(device, non_blocking=True))
         res = [{k: v.cpu() for k, v in o.items()} for o in out]
         return sum(int(r["boxes"].shape[0]) for r in res)
 
     p = model.preset
     info = {"model": f"refinemask-bench {preset}", "mask_head": p.mask_head, "roi_head": p.roi_head,
             "params": _count_params(model), "test_scale": list(model.transform.test_scale),
-            "score_thresh": p.roi.score_thresh, "weights": _weights_desc(checkpoint, mmdet_checkpoint)}
+            "score_thresh": p.roi.score_thresh, "weights": _weights_desc(checkpoint, mmdet_checkpoint),
+            "amp": bool(amp and device.type == "cuda")}
     return Runner(preset, prepare, forward, info)
 
 

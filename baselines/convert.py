@@ -248,16 +248,10 @@ def convert_detectron2_point_rend(state_dict: Mapping[str, Tensor]) -> tuple[dic
         UsageError: listing every key without a mapping (e.g. ``reduce_channel_dim_conv`` of a coarse head fed more
             than 256 channels, or an implicit PointRend head).
     """
-    from refinemask.convert_detectron2 import convert_detectron2_trunk
+    from refinemask.convert_detectron2 import convert_detectron2_trunk, rename_keys
 
     trunk, rest, info = convert_detectron2_trunk(state_dict)
-    head, unknown = {}, []
-    for k, v in rest.items():
-        new = _map_detectron2_point_rend_key(k)
-        if new is None:
-            unknown.append(k)
-        else:
-            head[new] = v
+    head, unknown = rename_keys(rest, _map_detectron2_point_rend_key)
     if unknown:
         raise UsageError(f"convert_detectron2_point_rend: {len(unknown)} key(s) have no mapping: "
                          f"{unknown[:20]}{' ...' if len(unknown) > 20 else ''}")

@@ -56,6 +56,7 @@ __all__ = [
     "read_detectron2_checkpoint",
     "convert_detectron2_trunk",
     "convert_detectron2_mask_rcnn",
+    "rename_keys",
 ]
 
 #: key prefixes owned by :func:`convert_detectron2_trunk`
@@ -207,6 +208,19 @@ def _apply(rules, key: str) -> str | None:
     return None
 
 
+def rename_keys(state_dict: Mapping[str, Tensor], mapper) -> tuple[dict[str, Tensor], list[str]]:
+    """``{mapper(k): v}`` for every key ``mapper`` maps, and the keys it does not (``mapper`` returns None)."""
+    out: dict[str, Tensor] = {}
+    unknown: list[str] = []
+    for k, v in state_dict.items():
+        new = mapper(k)
+        if new is None:
+            unknown.append(k)
+        else:
+            out[new] = v
+    return out, unknown
+
+
 def _listing(keys: list[str]) -> str:
     return f"{keys[:20]}{' ...' if len(keys) > 20 else ''}"
 
@@ -262,13 +276,7 @@ def convert_detectron2_mask_rcnn(state_dict: Mapping[str, Tensor]) -> tuple[dict
             PointRend converter).
     """
     trunk, rest, info = convert_detectron2_trunk(state_dict)
-    head, unknown = {}, []
-    for k, v in rest.items():
-        new = _apply(_MASK_RULES, k)
-        if new is None:
-            unknown.append(k)
-        else:
-            head[new] = v
+    head, unknown = rename_keys(rest, lambda k: _apply(_MASK_RULES, k))
     if unknown:
         raise UsageError(f"convert_detectron2_mask_rcnn: {len(unknown)} key(s) have no mapping (a PointRend or "
                          f"keypoint model? use --preset of that model): {_listing(unknown)}")

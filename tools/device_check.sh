@@ -38,16 +38,20 @@ for mode in fp32 amp; do
 done
 
 echo "== train: 20 AMP iterations of RefineMask" >&2
-/usr/bin/time -f "%e" -o "$OUT/train_amp.seconds" "${RM[@]}" train --preset refinemask_r50_fpn_1x_coco \
+t0=$SECONDS
+"${RM[@]}" train --preset refinemask_r50_fpn_1x_coco \
     --work-dir "$OUT/train_amp" --device cuda --amp "${DATA[@]}" --max-iters 20 --warmup-iters 5 --batch-size 2 \
     --eval-interval 0 --checkpoint-interval 20 --log-interval 5 --no-tensorboard --no-progress > "$OUT/train_amp.log" 2>&1
+echo $((SECONDS - t0)) > "$OUT/train_amp.seconds"
 
 echo "== torchrun: one GPU, NCCL, 10 Mask R-CNN iterations" >&2
 TORCHRUN=$(dirname "$PY")/torchrun
-/usr/bin/time -f "%e" -o "$OUT/torchrun.seconds" "$TORCHRUN" --standalone --nproc_per_node 1 -m refinemask.cli \
+t0=$SECONDS
+"$TORCHRUN" --standalone --nproc_per_node 1 -m refinemask.cli \
     train --preset mask_rcnn_r50_fpn_1x_coco --work-dir "$OUT/torchrun" --device cuda "${DATA[@]}" --max-iters 10 \
     --warmup-iters 5 --batch-size 2 --eval-interval 0 --checkpoint-interval 10 --log-interval 5 --no-tensorboard \
     --no-progress > "$OUT/torchrun.log" 2>&1
+echo $((SECONDS - t0)) > "$OUT/torchrun.seconds"
 grep -qi "nccl" "$OUT/torchrun.log" || echo "device_check: warning: the torchrun log does not name NCCL" >&2
 
 "$PY" - "$OUT" <<'EOF' | tee "$OUT/table.md"

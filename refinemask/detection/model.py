@@ -196,8 +196,9 @@ class DetectionTransform(nn.Module):
                     t["masks"] = F.pad(m, (0, wp - m.shape[-1], 0, hp - m.shape[-2]))
         return ImageBatch(batch, sizes, orig, factors), (new_targets if targets is not None else None)
 
-    #: torchvision's ``image_mean`` / ``image_std`` in [0, 1] units (= :data:`PIXEL_STATS` "pytorch" / 255)
-    TORCHVISION_MEAN_STD = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+    #: torchvision's ``image_mean`` / ``image_std`` (0.485, 0.456, 0.406) / (0.229, 0.224, 0.225): the "pytorch"
+    #: :data:`PIXEL_STATS` in [0, 1] units (equal as float32, which the torchvision parity test relies on)
+    TORCHVISION_MEAN_STD = tuple(tuple(v / 255.0 for v in stats) for stats in PIXEL_STATS["pytorch"][:2])
 
     def _torchvision_resize(self, x: Tensor) -> tuple[Tensor, tuple[int, int]]:
         """torchvision ``GeneralizedRCNNTransform.normalize`` then ``.resize`` of one [0, 255] image (3, H, W):

@@ -81,11 +81,15 @@ for _mod in ("numpy.core.multiarray", "numpy._core.multiarray"):  # names in num
 def _latin1_bytes(text, encoding="latin1"):
     """``_codecs.encode`` as protocol-2 pickles use it for ``bytes`` (``encode(str, "latin1")``); nothing else."""
     if not isinstance(text, str) or encoding.replace("-", "").replace("_", "").lower() != "latin1":
-        raise pickle.UnpicklingError("only _codecs.encode(str, 'latin1') is allowed")
+        raise _Refused("only _codecs.encode(str, 'latin1') is allowed")
     return text.encode("latin1")
 
 
 _ALLOWED_GLOBALS[("_codecs", "encode")] = _latin1_bytes
+
+
+class _Refused(pickle.UnpicklingError):
+    """A global or persistent id outside :data:`_ALLOWED_GLOBALS` (not corruption)."""
 
 
 class _ArrayUnpickler(pickle.Unpickler):
@@ -94,12 +98,12 @@ class _ArrayUnpickler(pickle.Unpickler):
     def find_class(self, module: str, name: str):  # noqa: D401 - pickle API
         obj = _ALLOWED_GLOBALS.get((module, name))
         if obj is None:
-            raise pickle.UnpicklingError(f"global '{module}.{name}' is not allowed (only numpy arrays and plain "
+            raise _Refused(f"global '{module}.{name}' is not allowed (only numpy arrays and plain "
                                          f"containers may be unpickled)")
         return obj
 
     def persistent_load(self, pid):  # noqa: D401 - pickle API
-        raise pickle.UnpicklingError("persistent ids are not allowed")
+        raise _Refused("persistent ids are not allowed")
 
 
 def _to_tensors(model: Mapping, path: str) -> dict[str, Tensor]:
@@ -151,11 +155,11 @@ def read_detectron2_checkpoint(path: str | os.PathLike) -> tuple[dict[str, Tenso
     else:
         try:
             obj = _ArrayUnpickler(io.BytesIO(raw), encoding="latin1").load()
-        except pickle.UnpicklingError as e:
+        except _Refused as e:
             raise UsageError(f"{path}: refused: {e}. A detectron2 model-zoo file holds only numpy arrays; this one "
                              f"tries to build other objects, which could run code. Fix: use the model-zoo file as "
                              f"released, or re-save its arrays (np.ndarray values only)") from e
-        except (EOFError, ValueError, TypeError, AttributeError, IndexError, KeyError) as e:
+        except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError, KeyError) as e:
             raise UsageError(f"{path}: not a readable pickle ({type(e).__name__}: {e}). Fix: re-download it") from e
     if not isinstance(obj, dict):
         raise UsageError(f"{path}: holds a {type(obj).__name__}, not a dict. Fix: pass a detectron2 checkpoint")

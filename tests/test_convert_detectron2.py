@@ -147,6 +147,9 @@ def test_pickle_that_builds_an_object_is_refused(tmp_path, capsys):
         pickle.dump({"model": {"w": np.array([1, "x"], dtype=object)}}, f, protocol=2)
     with pytest.raises(UsageError, match="not allowed|not a numeric array"):
         read_detectron2_checkpoint(src)
+    src.write_bytes(pickle.dumps({"model": {"w": np.zeros(3)}}, protocol=2)[:-7])  # truncated: corrupt, not unsafe
+    with pytest.raises(UsageError, match="not a readable pickle.*re-download"):
+        read_detectron2_checkpoint(src)
 
 
 def test_unmapped_misshaped_and_wrong_normalisation_are_listed(tmp_path, capsys):

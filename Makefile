@@ -7,7 +7,7 @@ OUT    ?= runs/demo
 
 .PHONY: demo test test-all setup clean lint
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml setup.py eval/_rle.c
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[test]'
 	@touch $(STAMP)

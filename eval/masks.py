@@ -14,6 +14,11 @@ from pycocotools import mask as mask_utils
 
 from .errors import UsageError
 
+try:  # the compiled checker (eval/_rle.c, built by `pip install -e .`); the NumPy path below is its fallback
+    from . import _rle
+except ImportError:  # pragma: no cover - a source tree that was never built
+    _rle = None
+
 
 def segm_to_rle(segm: Any, height: int, width: int) -> dict:
     """Convert a COCO ``segmentation`` (polygon list, uncompressed or compressed RLE) to compressed RLE.
@@ -130,6 +135,68 @@ def decode_counts_batch(raws: list[bytes]) -> tuple[np.ndarray, np.ndarray, np.n
         cnts[idx] = c - base
     # m == 2 is raw in rleFrString; the parity-0 sum above starts at m = 2 because m = 0 is excluded
     return bad, cnts, first, seg
+
+
+def check_rles(counts: list[str | bytes], heights, widths) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Validate many compressed RLE ``counts`` strings and give each valid one its pycocotools box and area.
+
+    The rule of :func:`eval.io.compressed_rle_problem` (RLE characters only, no truncated or over-long number,
+    no negative run, runs summing to height × width), for every string at once: by the compiled checker
+    ``eval._rle`` (about a microsecond per mask), or, in a tree where it was not built, by the NumPy decoder
+    (:func:`decode_counts_batch`, tens of microseconds) and pycocotools' ``toBbox`` / ``area`` on the strings found
+    valid. Both are held equal to the scalar rule and to pycocotools by tests/test_rle_check.py.
+
+    Args:
+        counts: N counts strings (``str`` or ``bytes``). heights, widths: N image sizes in pixels (> 0).
+
+    Returns:
+        ``(bad (N,) bool, boxes (N, 4) float64 [x, y, w, h] pixels, areas (N,) float64 pixels)``; boxes and areas
+        are zero where ``bad``.
+
+    Raises:
+        ValueError: a non-positive size, or one of 2^32 pixels or more. TypeError: a count that is not str/bytes.
+    """
+    heights = np.ascontiguousarray(heights, dtype=np.int64)
+    widths = np.ascontiguousarray(widths, dtype=np.int64)
+    if _rle is not None:
+        codes, boxes, areas = _rle.check(counts, heights, widths)
+        return (np.frombuffer(codes, dtype=np.uint8) != 0, np.frombuffer(boxes, dtype=np.float64).reshape(-1, 4),
+                np.frombuffer(areas, dtype=np.float64))
+    return _check_rles_numpy(counts, heights, widths)
+
+
+def _check_rles_numpy(counts, heights: np.ndarray, widths: np.ndarray):
+    """:func:`check_rles` without the compiled checker."""
+    if ((heights <= 0) | (widths <= 0) | (heights > ((1 << 32) - 1) // np.maximum(widths, 1))).any():
+        raise ValueError("image sizes must be positive and below 2^32 pixels")
+    raws = [c.encode("ascii", "replace") if isinstance(c, str) else bytes(c) for c in counts]
+    totals = heights * widths
+    bad = np.zeros(len(raws), dtype=bool)
+    lo, size = 0, 0  # chunks of ~16k characters: small temporaries are reused by the allocator
+    for hi, r in enumerate(raws):
+        size += len(r)
+        if size >= 1 << 14 or hi == len(raws) - 1:
+            bad[lo:hi + 1] = _bad_chunk(raws[lo:hi + 1], totals[lo:hi + 1])
+            lo, size = hi + 1, 0
+    boxes, areas = np.zeros((len(raws), 4)), np.zeros(len(raws))
+    ok = np.flatnonzero(~bad)
+    for a in range(0, ok.size, 255):  # valid now: safe to hand to pycocotools (whose area() takes <= 255 at once)
+        part = ok[a:a + 255]
+        rles = [{"size": [int(heights[i]), int(widths[i])], "counts": raws[i]} for i in part]
+        boxes[part] = mask_utils.toBbox(rles)
+        areas[part] = mask_utils.area(rles)
+    return bad, boxes, areas
+
+
+def _bad_chunk(raws: list[bytes], totals: np.ndarray) -> np.ndarray:
+    bad, cnts, first, seg = decode_counts_batch(raws)
+    if cnts.size == 0:
+        return bad
+    bad[seg[cnts < 0]] = True
+    sums = np.add.reduceat(cnts, first)
+    kept = seg[first]
+    bad[kept[sums != totals[kept]]] = True
+    return bad
 
 
 def rle_crop(rle: dict, rows: slice, cols: slice) -> np.ndarray:

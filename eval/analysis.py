@@ -39,7 +39,7 @@ import numpy as np
 
 from .accumulate import AREAS, IOU_THRS, REC_THRS, coco_summary, records_from_eval_imgs
 from .coco import coco_mask_ap
-from .engines import _detections, engine_versions, usable_cpus, vernier_dataset, vernier_eval_imgs
+from .engines import _detection_dicts, engine_versions, usable_cpus, vernier_dataset, vernier_eval_imgs
 from .errors import UsageError
 from .evaluator import EvalParams, InstanceSegEvaluator
 from .io import _check_bbox
@@ -78,7 +78,7 @@ def tide_decomposition(gt: dict, results: list[dict], t_f: float = 0.5, t_b: flo
         return {"baseline_ap": 0.0, "delta": {b: 0.0 for b in TIDE_BINS}, "delta_all_fp_removed": 0.0, "t_f": t_f,
                 "t_b": t_b, "kernel": "segm", "ap": "COCO mask AP 0.50:0.95, maxDets 100",
                 "library": f"vernier {engine_versions('vernier')['vernier']}"}
-    dts, _ = _detections(results)
+    dts, _ = _detection_dicts(results)
     rep = error_decomposition(vernier_dataset(gt), dts, iou=Segm(), t_f=t_f, t_b=t_b, max_dets_per_image=100,
                               parity_mode="strict")
     return {"baseline_ap": rep.baseline_map, "delta": {b: float(rep.delta[b]) for b in TIDE_BINS},

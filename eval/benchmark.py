@@ -171,14 +171,14 @@ def _measure(kind: str, gt_path: Path, res_path: Path, metrics: str, jobs: int |
         out["metrics"] = {"lvis": {"AP": float(ev.get_results()["AP"])}}
     elif kind.startswith("suite-"):
         from .evaluator import EvalParams, InstanceSegEvaluator
-        from .io import load_gt, load_json
+        from .io import load_gt
 
         lvis = metrics == "lvis"
         gt = load_gt(gt_path, "lvis" if lvis else "coco")
         params = EvalParams(engine=kind.removeprefix("suite-"), jobs=jobs)
         ev = InstanceSegEvaluator(None if lvis else gt, gt if lvis else None, None if lvis else metrics.split(","),
                                   params)
-        ev.process(load_json(res_path, "results"), source=res_path)
+        ev.process_file(res_path)
         t_load = time.perf_counter() - t0
         res = ev.evaluate()
         out["metrics"] = res.metrics

@@ -127,10 +127,32 @@ def _with_gt_boxes(gt: dict) -> dict:
     return dict(gt, annotations=anns)
 
 
-def _detections(results: list[dict]) -> tuple[list[dict], str]:
-    """vernier detections from validated results and the area rule ``loadRes`` would apply to them."""
+def _detections(results) -> tuple[list[dict] | list[dict[str, Any]], str]:
+    """vernier detections from validated results and the area rule ``loadRes`` would apply to them.
+
+    :class:`eval.detections.Detections` go as one array batch per image (:meth:`~eval.detections.Detections.
+    image_batches`: boxes, scores, labels, RLE bytes; no per-detection dict), with the masks' toBbox boxes computed
+    while validating; a plain list of normalised dicts as result dicts with a ``bbox``. Either way vernier sees
+    each image's detections in list order, which is all pycocotools' stable sorts depend on; detection ids are not
+    carried by the batches, so :func:`vernier_eval_imgs` (whose records name them) uses :func:`_detection_dicts`.
+    """
+    from .detections import Detections
+
+    if isinstance(results, Detections):
+        return results.image_batches(), "bbox" if results.bbox is not None else "mask"
+    return _detection_dicts(results)
+
+
+def _detection_dicts(results) -> tuple[list[dict], str]:
+    """vernier result dicts (ids 1..N by list position, as ``loadRes`` assigns them) and the area rule."""
     from pycocotools import mask as mask_utils
 
+    from .detections import Detections
+
+    if isinstance(results, Detections):
+        boxes = (results.bbox if results.bbox is not None else results.mask_box).tolist()
+        dicts = [dict(r, bbox=b) for r, b in zip(results, boxes)]
+        return dicts, "bbox" if results.bbox is not None else "mask"
     if "bbox" in results[0]:  # --keep-bbox: loadRes takes its bbox branch (area = w * h)
         return results, "bbox"
     boxes = mask_utils.toBbox([r["segmentation"] for r in results])
@@ -205,7 +227,7 @@ def vernier_eval_imgs(gt: dict, results: list[dict], iou: str = "segm", lvis: bo
     from vernier import _core
 
     ds = vernier_dataset(gt, lvis=lvis)
-    dts, dt_area = _detections(results)
+    dts, dt_area = _detection_dicts(results)
     max_det = 300 if lvis else _COCO_MAX_DETS[-1]
     kw = dict(parity_mode="strict", max_dets_per_image=max_det, use_cats=True, dt_area=dt_area,
               num_threads=num_threads or usable_cpus(), retain_meta=True)

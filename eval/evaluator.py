@@ -32,8 +32,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from . import io as eio
 from .coco import AP_KEYS, boundary_ap, coco_mask_ap
+from .detections import Detections
 from .engines import DEFAULT_ENGINE, check_engine
 from .errors import UsageError
 from .lvis_ap import LVIS_AP_KEYS, is_cocofied, lvis_ap
@@ -49,13 +52,18 @@ class CoverageWarning(UserWarning):
     """The results cover only a small part of a ground truth's images (see ``InstanceSegEvaluator``)."""
 
 
-def _refuse_coco_ids_on_raw_lvis(results: list, lvis_gt: dict, source, gt_path) -> None:
+def _refuse_coco_ids_on_raw_lvis(results, lvis_gt: dict, source, gt_path) -> None:
     """COCO-trained results (COCO category ids 1..90) scored against a raw LVIS file would silently score 0: refuse.
+
+    ``results``: a parsed results list, or :class:`eval.detections.Detections`.
 
     Raises:
         EvalInputError: at least 20 detections, all with COCO ids, against an LVIS file of more than 90 categories.
     """
-    ids = {r.get("category_id") for r in results if isinstance(r, dict) and isinstance(r.get("category_id"), int)}
+    if isinstance(results, Detections):
+        ids = set(np.unique(results.category_id).tolist())
+    else:
+        ids = {r.get("category_id") for r in results if isinstance(r, dict) and isinstance(r.get("category_id"), int)}
     if len(results) >= 20 and len(lvis_gt.get("categories", [])) > 90 and ids <= eio.COCO_CATEGORY_IDS:
         raise eio.EvalInputError(
             source, f"every detection's category_id is a COCO id but {Path(gt_path).name if gt_path else '--lvis-gt'} "
@@ -168,11 +176,69 @@ class InstanceSegEvaluator:
 
     def reset(self) -> None:
         """Forget every processed detection."""
-        self._coco_results: list[dict] = []
-        self._lvis_results: list[dict] = []
+        self._coco_parts: list[Detections] = []
+        self._lvis_parts: list[Detections] = []
         self._n = 0
         self._matches = None
         self._measures = None
+
+    @property
+    def _coco_results(self) -> Detections:
+        """Every validated detection scored against ``gt`` (one :class:`Detections`, the batches concatenated)."""
+        if len(self._coco_parts) != 1:
+            self._coco_parts = [Detections.concat(self._coco_parts)]
+        return self._coco_parts[0]
+
+    @property
+    def _lvis_results(self) -> Detections:
+        """Every validated detection scored against ``lvis_gt``."""
+        if len(self._lvis_parts) != 1:
+            self._lvis_parts = [Detections.concat(self._lvis_parts)]
+        return self._lvis_parts[0]
+
+    def _uses(self) -> tuple[bool, bool]:
+        return (any(g in self.metrics for g in COCO_GT_GROUPS + ("cityscapes",)),
+                any(g in self.metrics for g in ("ap_star", "lvis")))
+
+    def process_file(self, path, lvis_path=None) -> None:
+        """Read, validate and store a COCO results json file: :meth:`process` of its contents (``lvis_path``: of
+        ``lvis_results``), with the same refusals, at a fraction of the time and memory (:func:`eval.io.read_results`:
+        typed decoding and column-wise checks; a file it cannot vouch for goes through the reference path).
+
+        Raises:
+            EvalInputError: as :meth:`process`, and for an unreadable or malformed file.
+        """
+        uses_gt, uses_lvis = self._uses()
+        if lvis_path is None and uses_gt and uses_lvis:  # one file, two ground truths: split by image id
+            self.process(eio.load_json(path, "results"), source=path)
+            return
+        if uses_gt:
+            self._read_into(path, lvis=False)
+        if uses_lvis:
+            self._read_into(lvis_path if lvis_path is not None else path, lvis=True)
+
+    def _read_into(self, path, lvis: bool) -> None:
+        gt, gt_path = (self.lvis_gt, self.lvis_gt_path) if lvis else (self.gt, self.gt_path)
+        raw_lvis = lvis and not is_cocofied(self.lvis_gt)
+        cats = eio.COCO_CATEGORY_IDS if lvis and is_cocofied(self.lvis_gt) else None
+        try:
+            with warnings.catch_warnings():  # an empty list: evaluate() says it once
+                warnings.simplefilter("ignore", eio.EmptyResultsWarning)
+                dets = eio.read_results(path, gt, gt_path=gt_path, keep_bbox=self.params.keep_bbox,
+                                        category_ids=cats)
+        except eio.EvalInputError:
+            if raw_lvis:  # COCO-trained results against a raw LVIS file: say that, not "unknown category"
+                parsed = eio.load_json(path, "results")
+                if isinstance(parsed, list):
+                    _refuse_coco_ids_on_raw_lvis(parsed, self.lvis_gt, path, self.lvis_gt_path)
+            raise
+        if raw_lvis:
+            _refuse_coco_ids_on_raw_lvis(dets, self.lvis_gt, path, self.lvis_gt_path)
+        if not lvis or not self._uses()[0]:
+            self._n += len(dets)
+        if len(dets):
+            self._matches = self._measures = None
+            (self._lvis_parts if lvis else self._coco_parts).append(dets)
 
     def process(self, results: list[dict], source=None, lvis_results: list[dict] | None = None) -> None:
         """Validate and store a batch of COCO-format detections.
@@ -186,8 +252,7 @@ class InstanceSegEvaluator:
         if not isinstance(results, list):
             eio.validate_results(results, self.gt or self.lvis_gt, source)  # raises the not-a-list error
         self._n += len(results)
-        uses_gt = any(g in self.metrics for g in COCO_GT_GROUPS + ("cityscapes",))
-        uses_lvis = any(g in self.metrics for g in ("ap_star", "lvis"))
+        uses_gt, uses_lvis = self._uses()
         split = lvis_results is None and uses_gt and uses_lvis
         if split:
             coco_part, lvis_part = self._route(results, source)
@@ -198,14 +263,15 @@ class InstanceSegEvaluator:
             warnings.simplefilter("ignore", eio.EmptyResultsWarning)
             if uses_gt and coco_part:
                 self._matches = self._measures = None
-                self._coco_results += eio.validate_results(coco_part, self.gt, source, gt_path=self.gt_path,
-                                                           keep_bbox=self.params.keep_bbox)
+                self._coco_parts.append(Detections.from_records(eio.validate_results(
+                    coco_part, self.gt, source, gt_path=self.gt_path, keep_bbox=self.params.keep_bbox)))
             if uses_lvis and lvis_part:
                 if not is_cocofied(self.lvis_gt):
                     _refuse_coco_ids_on_raw_lvis(lvis_part, self.lvis_gt, source, self.lvis_gt_path)
                 cats = eio.COCO_CATEGORY_IDS if is_cocofied(self.lvis_gt) else None
-                self._lvis_results += eio.validate_results(lvis_part, self.lvis_gt, source, gt_path=self.lvis_gt_path,
-                                                           keep_bbox=self.params.keep_bbox, category_ids=cats)
+                self._lvis_parts.append(Detections.from_records(eio.validate_results(
+                    lvis_part, self.lvis_gt, source, gt_path=self.lvis_gt_path, keep_bbox=self.params.keep_bbox,
+                    category_ids=cats)))
 
     def _route(self, results: list, source) -> tuple[list, list]:
         """Split one results list between the COCO and the LVIS ground truth by image id."""
@@ -268,7 +334,7 @@ class InstanceSegEvaluator:
             if gt is None or not any(g in self.metrics for g in groups):
                 continue
             with_gt = {a["image_id"] for a in gt["annotations"]}
-            covered = with_gt & {r["image_id"] for r in results}
+            covered = with_gt & set(np.unique(results.image_id).tolist())
             if with_gt and len(covered) < COVERAGE_WARN_FRACTION * len(with_gt):
                 name = Path(path).name if path is not None else "the ground truth"
                 out.append(f"the results cover {len(covered)} of the {len(with_gt)} images with annotations in {name} "

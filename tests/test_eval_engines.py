@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import io
+import json
 import math
 import warnings
 
@@ -22,6 +23,7 @@ from pycocotools import mask as mask_utils
 
 from eval import engines
 from eval.coco import COCO_STATS, boundary_ap, coco_mask_ap, pycocotools_coco
+from eval.detections import Detections
 from eval.errors import UsageError
 from eval.evaluator import EvalParams, InstanceSegEvaluator
 from eval.io import COCO_CATEGORY_IDS, validate_gt, validate_results
@@ -63,10 +65,19 @@ def constructed(request):
 
 
 # ------------------------------------------------------------------------------------------------ COCO / boundary
+def _vern(fn, gt, res, *args):
+    """``fn`` with the vernier engine on the list (result dicts) and on :class:`Detections` (the array batches the
+    evaluator hands vernier): the two routes must give the same numbers; returns the columns' result."""
+    a = fn(gt, res, *args, engine="vernier")
+    b = fn(gt, Detections.from_records(res), *args, engine="vernier")
+    assert json.dumps(a, sort_keys=True, default=str) == json.dumps(b, sort_keys=True, default=str)
+    return b
+
+
 def test_coco_engines_agree_on_golden(coco_gt, preds_a, golden):
     gt = validate_gt(coco_gt)
     res = validate_results(preds_a, gt)
-    v, r = coco_mask_ap(gt, res, engine="vernier"), coco_mask_ap(gt, res, engine="reference")
+    v, r = _vern(coco_mask_ap, gt, res), coco_mask_ap(gt, res, engine="reference")
     _assert_same(v, r, COCO_STATS)
     for k in COCO_STATS:  # and both equal the golden pycocotools numbers bit for bit
         assert v["summary"][k] == golden["coco_mask_ap"]["stats"][k], k
@@ -81,7 +92,7 @@ def test_keep_bbox_engines_agree(coco_gt, preds_a, golden):
         p["bbox"] = [x + rng.integers(-3, 4), y, w * rng.uniform(0.7, 1.5), h]
     gt = validate_gt(coco_gt)
     res = validate_results(preds_a, gt, keep_bbox=True)
-    v, r = coco_mask_ap(gt, res, engine="vernier"), coco_mask_ap(gt, res, engine="reference")
+    v, r = _vern(coco_mask_ap, gt, res), coco_mask_ap(gt, res, engine="reference")
     _assert_same(v, r, COCO_STATS)
     assert v["summary"]["APs"] != golden["coco_mask_ap"]["stats"]["APs"]  # the boxes did change the areas
     np.testing.assert_array_equal(engines.vernier_coco(gt, res)[1], _pycocotools_precision(gt, res))
@@ -90,7 +101,7 @@ def test_keep_bbox_engines_agree(coco_gt, preds_a, golden):
 def test_boundary_ap_engines_agree_on_golden(coco_gt, preds_a, golden):
     gt = validate_gt(coco_gt)
     res = validate_results(preds_a, gt)
-    v, r = boundary_ap(gt, res, engine="vernier"), boundary_ap(gt, res, engine="reference")
+    v, r = _vern(boundary_ap, gt, res), boundary_ap(gt, res, engine="reference")
     _assert_same(v, r, COCO_STATS)
     ref = golden["boundary_ap"]
     for k, val in ref["stats"].items():  # vernier equals boundary-iou-api itself exactly
@@ -102,7 +113,7 @@ def test_boundary_ap_engines_agree_on_golden(coco_gt, preds_a, golden):
 def test_constructed_sets_engines_agree(constructed):
     gt, raw = constructed
     res = validate_results(copy.deepcopy(raw), gt)
-    v, r = coco_mask_ap(gt, res, engine="vernier"), coco_mask_ap(gt, res, engine="reference")
+    v, r = _vern(coco_mask_ap, gt, res), coco_mask_ap(gt, res, engine="reference")
     _assert_same(v, r, COCO_STATS)
     np.testing.assert_array_equal(engines.vernier_coco(gt, res)[1], _pycocotools_precision(gt, res))
     # faster-coco-eval differs from boundary-iou-api on 1-pixel-high images (test_boundary_ap_golden_constructed):
@@ -112,7 +123,7 @@ def test_constructed_sets_engines_agree(constructed):
               annotations=[a for a in gt["annotations"] if a["image_id"] not in thin])
     r2 = [x for x in res if x["image_id"] not in thin]
     for ratio in (0.02, 0.005):
-        _assert_same(boundary_ap(g2, r2, ratio, engine="vernier"), boundary_ap(g2, r2, ratio, engine="reference"),
+        _assert_same(_vern(boundary_ap, g2, r2, ratio), boundary_ap(g2, r2, ratio, engine="reference"),
                      COCO_STATS)
     assert len([x for x in res if x["image_id"] == gt["images"][3]["id"] and x["category_id"] == 3]) > 100
 
@@ -126,14 +137,14 @@ def test_boundary_ap_golden_constructed():
     assert any(im["height"] == 1 for im in gt["images"])
     for ratio in ("0.02", "0.005"):
         ref = g["boundary_iou_api"][ratio]
-        v = boundary_ap(gt, res, float(ratio), engine="vernier")
+        v = _vern(boundary_ap, gt, res, float(ratio))
         for k, val in ref["stats"].items():
             assert _same(v["summary"][k], float("nan") if val == -1 else val), (ratio, k)
         for c, val in ref["per_category_AP"].items():
             assert _same(v["per_category"][int(c)], float("nan") if val == -1 else val), (ratio, c)
         fce = boundary_ap(gt, res, float(ratio), engine="reference")
         assert abs(fce["summary"]["AP"] - ref["stats"]["AP"]) > 1e-3
-    seg = coco_mask_ap(gt, res, engine="vernier")["summary"]
+    seg = _vern(coco_mask_ap, gt, res)["summary"]
     for k, val in g["pycocotools_segm"]["stats"].items():
         assert _same(seg[k], float("nan") if val is None else val), k
 
@@ -146,23 +157,23 @@ def test_constructed_keep_bbox_engines_agree(constructed):
         r["bbox"] = [float(rng.uniform(0, 20)), float(rng.uniform(0, 20)), float(rng.uniform(1, 120)),
                      float(rng.uniform(1, 120))]
     res = validate_results(raw, gt, keep_bbox=True)
-    _assert_same(coco_mask_ap(gt, res, engine="vernier"), coco_mask_ap(gt, res, engine="reference"), COCO_STATS)
+    _assert_same(_vern(coco_mask_ap, gt, res), coco_mask_ap(gt, res, engine="reference"), COCO_STATS)
 
 
 def test_all_ties_engines_agree(constructed):
     """Every detection at one score: the order is the results-list order in both (stable sort)."""
     gt, raw = constructed
     res = validate_results([dict(r, score=0.5) for r in copy.deepcopy(raw)], gt)
-    _assert_same(coco_mask_ap(gt, res, engine="vernier"), coco_mask_ap(gt, res, engine="reference"), COCO_STATS)
+    _assert_same(_vern(coco_mask_ap, gt, res), coco_mask_ap(gt, res, engine="reference"), COCO_STATS)
     rev = res[::-1]  # and the list order matters identically in both
-    _assert_same(coco_mask_ap(gt, rev, engine="vernier"), coco_mask_ap(gt, rev, engine="reference"), COCO_STATS)
+    _assert_same(_vern(coco_mask_ap, gt, rev), coco_mask_ap(gt, rev, engine="reference"), COCO_STATS)
 
 
 # ------------------------------------------------------------------------------------------------ AP* / LVIS
 def test_ap_star_engines_agree_on_golden(lvis_gt, preds_a_lvis, golden):
     gt = validate_gt(lvis_gt, expect="lvis")
     res = validate_results(preds_a_lvis, gt, category_ids=COCO_CATEGORY_IDS)
-    v, r = lvis_ap(gt, res, engine="vernier"), lvis_ap(gt, res, engine="reference")
+    v, r = _vern(lvis_ap, gt, res), lvis_ap(gt, res, engine="reference")
     _assert_same(v, r, LVIS_ALL_KEYS)
     for k, val in golden["ap_star_lvis"]["results"].items():
         assert _same(v["summary"][k], float("nan") if val == -1 else val), k
@@ -200,7 +211,7 @@ def _raw_lvis_predictions(gt: dict, seed: int) -> list[dict]:
 def test_raw_lvis_engines_agree():
     gt = validate_gt(_load(LVIS_RAW), expect="lvis")
     res = validate_results(_raw_lvis_predictions(gt, 3), gt)
-    v, r = lvis_ap(gt, res, engine="vernier"), lvis_ap(gt, res, engine="reference")
+    v, r = _vern(lvis_ap, gt, res), lvis_ap(gt, res, engine="reference")
     _assert_same(v, r, LVIS_ALL_KEYS)
     assert not any(math.isnan(v["summary"][k]) for k in ("APr", "APc", "APf"))  # r, c and f are all exercised
 

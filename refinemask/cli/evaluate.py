@@ -60,7 +60,7 @@ def _positive_int(text: str) -> int:
 
 def run_eval(args) -> int:
     from eval.evaluator import EvalParams, InstanceSegEvaluator
-    from eval.io import load_gt, load_json
+    from eval.io import load_gt
     from eval.output import metrics_markdown, provenance, write_evaluation
 
     if args.gt is None and args.lvis_gt is None:
@@ -83,9 +83,7 @@ def run_eval(args) -> int:
     metrics = [m.strip() for m in args.metrics.split(",") if m.strip()] if args.metrics else None
     ev = InstanceSegEvaluator(gt, lvis_gt, metrics, params, gt_path=args.gt, lvis_gt_path=args.lvis_gt,
                               cityscapes_gt_dir=args.cityscapes_gt_dir, cityscapes_split=args.cityscapes_split)
-    results = load_json(args.results, "results")
-    lvis_results = load_json(args.lvis_results, "results") if args.lvis_results else None
-    ev.process(results, source=args.results, lvis_results=lvis_results)
+    ev.process_file(args.results, lvis_path=args.lvis_results)
     out = ev.evaluate()
     prov = provenance({"gt": args.gt, "lvis_gt": args.lvis_gt, "results": args.results,
                        "lvis_results": args.lvis_results},

@@ -110,38 +110,46 @@ _SHARED: tuple | None = None  # what forked matching workers read (inherited, ne
 
 
 def _match_chunk(ann_idx: list[int]) -> tuple[dict, dict, dict]:
-    """Match the annotations ``ann_idx`` of :data:`_SHARED`: (index -> pair dict or None, gt RLEs, pred RLEs)."""
+    """Match the annotations ``ann_idx`` of :data:`_SHARED`: (index -> pair dict or None, gt RLEs, pred RLEs).
+
+    One ``mask_utils.iou`` call per (image, category): the candidates × GT matrix, each mask decoded once (a call
+    per GT decoded every candidate again for every GT of its class). Column j of the matrix holds exactly the
+    IoUs a call for GT j alone returns, so the choice below is the same.
+    """
     anns, groups, results, sizes, iou_thr = _SHARED
+    columns = isinstance(results, Detections)
     outcome: dict[int, Any] = {}
     gt_rles: dict[Any, dict] = {}
     pred_rles: dict[int, dict] = {}
+    by_group: dict[tuple[Any, Any], list[int]] = defaultdict(list)
     for j in ann_idx:
-        ann = anns[j]
-        img_id = ann["image_id"]
-        h, w = sizes[img_id]
-        cand = groups.get((img_id, ann["category_id"]))
+        by_group[(anns[j]["image_id"], anns[j]["category_id"])].append(j)
+    for key, js in by_group.items():
+        cand = groups.get(key)
         if not cand:
-            outcome[j] = None
+            outcome.update((j, None) for j in js)
             continue
-        g_rle = segm_to_rle(ann["segmentation"], h, w)
+        img_id = key[0]
+        h, w = sizes[img_id]
+        g_rles = [segm_to_rle(anns[j]["segmentation"], h, w) for j in js]
         cand_rles = []
         for i in cand:
-            rle = pred_rles.get(i)
-            if rle is None:
-                rle = (results.rle(i) if isinstance(results, Detections)
-                       else segm_to_rle(results[i]["segmentation"], h, w))
-                pred_rles[i] = rle
+            rle = results.rle(i) if columns else segm_to_rle(results[i]["segmentation"], h, w)
+            pred_rles[i] = rle
             cand_rles.append(rle)
-        ious = np.asarray(mask_utils.iou(cand_rles, [g_rle], [0]), dtype=np.float64).reshape(-1)
-        best = int(np.argmax(ious))  # first maximum = first in results-list order
-        if not ious[best] >= iou_thr:
-            outcome[j] = None
-            continue
-        gt_rles[ann["id"]] = g_rle
-        pi = cand[best]
-        outcome[j] = {"gt_id": ann["id"], "image_id": img_id, "category_id": ann["category_id"], "pred_index": pi,
-                      "score": float(results.score[pi] if isinstance(results, Detections) else results[pi]["score"]),
-                      "mask_iou": float(ious[best])}
+        ious = np.asarray(mask_utils.iou(cand_rles, g_rles, [0] * len(js)), dtype=np.float64)
+        ious = ious.reshape(len(cand), len(js))
+        for col, j in enumerate(js):
+            best = int(np.argmax(ious[:, col]))  # first maximum = first in results-list order
+            if not ious[best, col] >= iou_thr:
+                outcome[j] = None
+                continue
+            ann = anns[j]
+            gt_rles[ann["id"]] = g_rles[col]
+            pi = cand[best]
+            outcome[j] = {"gt_id": ann["id"], "image_id": img_id, "category_id": ann["category_id"],
+                          "pred_index": pi, "score": float(results.score[pi] if columns else results[pi]["score"]),
+                          "mask_iou": float(ious[best, col])}
     return outcome, gt_rles, pred_rles
 
 

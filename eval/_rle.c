@@ -18,7 +18,8 @@
  * check(counts, heights, widths) -> (codes, boxes, areas)
  *   counts: list of str (ASCII) or bytes, N entries; heights, widths: C-contiguous int64 buffers of N entries
  *   (pixels). Returns bytes: codes N x uint8 (0 = valid, see the CODE_ constants), boxes N x 4 float64, areas
- *   N x float64 (zeros where refused).
+ *   N x float64 (zeros where refused). The decoding runs without the GIL, so that threads can check batches in
+ *   parallel.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -112,6 +113,8 @@ static PyObject *check(PyObject *self, PyObject *args) {
     PyObject *seq, *fast = NULL, *codes_obj = NULL, *boxes_obj = NULL, *areas_obj = NULL;
     Py_buffer hb = {0}, wb = {0};
     uint32_t *cnts = NULL;
+    const char **ptrs = NULL;
+    Py_ssize_t *lens = NULL;
     size_t cap = 0;
     (void)self;
     if (!PyArg_ParseTuple(args, "Oy*y*", &seq, &hb, &wb)) return NULL;
@@ -131,24 +134,26 @@ static PyObject *check(PyObject *self, PyObject *args) {
     double *areas = (double *)PyBytes_AS_STRING(areas_obj);
     const int64_t *hs = (const int64_t *)hb.buf, *ws = (const int64_t *)wb.buf;
     PyObject **items = PySequence_Fast_ITEMS(fast);
+    /* Phase 1, holding the GIL: every string's bytes and length (NULL: not ASCII), every size checked. */
+    ptrs = (const char **)malloc((n ? n : 1) * sizeof(*ptrs));
+    lens = (Py_ssize_t *)malloc((n ? n : 1) * sizeof(*lens));
+    if (!ptrs || !lens) {
+        PyErr_NoMemory();
+        goto fail;
+    }
     for (Py_ssize_t i = 0; i < n; i++) {
-        const char *s;
-        Py_ssize_t len;
-        size_t m = 0;
-        int code;
         PyObject *o = items[i];
         if (PyUnicode_Check(o)) {
-            if (!PyUnicode_IS_ASCII(o)) { /* a non-ASCII character is outside the alphabet */
-                codes[i] = CODE_CHAR;
-                memset(boxes + 4 * i, 0, 4 * sizeof(double));
-                areas[i] = 0;
-                continue;
+            if (PyUnicode_IS_ASCII(o)) {
+                ptrs[i] = (const char *)PyUnicode_DATA(o);
+                lens[i] = PyUnicode_GET_LENGTH(o);
+            } else { /* a non-ASCII character is outside the alphabet */
+                ptrs[i] = NULL;
+                lens[i] = 0;
             }
-            s = (const char *)PyUnicode_DATA(o);
-            len = PyUnicode_GET_LENGTH(o);
         } else if (PyBytes_Check(o)) {
-            s = PyBytes_AS_STRING(o);
-            len = PyBytes_GET_SIZE(o);
+            ptrs[i] = PyBytes_AS_STRING(o);
+            lens[i] = PyBytes_GET_SIZE(o);
         } else {
             PyErr_Format(PyExc_TypeError, "counts[%zd] is %s, not str or bytes", i, Py_TYPE(o)->tp_name);
             goto fail;
@@ -158,10 +163,18 @@ static PyObject *check(PyObject *self, PyObject *args) {
                          "pixels", i, (long long)hs[i], (long long)ws[i]);
             goto fail;
         }
-        code = parse_one((const unsigned char *)s, len, hs[i] * ws[i], &cnts, &cap, &m);
+    }
+    /* Phase 2, without the GIL (the list and its immutable strings stay referenced by `fast`): other threads
+       may check other batches meanwhile (eval.masks.check_rles runs one batch per CPU). */
+    int oom = 0;
+    Py_BEGIN_ALLOW_THREADS
+    for (Py_ssize_t i = 0; i < n; i++) {
+        size_t m = 0;
+        int code = ptrs[i] ? parse_one((const unsigned char *)ptrs[i], lens[i], hs[i] * ws[i], &cnts, &cap, &m)
+                           : CODE_CHAR;
         if (code < 0) {
-            PyErr_NoMemory();
-            goto fail;
+            oom = 1;
+            break;
         }
         codes[i] = (unsigned char)code;
         if (code == CODE_OK)
@@ -171,6 +184,13 @@ static PyObject *check(PyObject *self, PyObject *args) {
             areas[i] = 0;
         }
     }
+    Py_END_ALLOW_THREADS
+    if (oom) {
+        PyErr_NoMemory();
+        goto fail;
+    }
+    free(ptrs);
+    free(lens);
     free(cnts);
     Py_DECREF(fast);
     PyBuffer_Release(&hb);
@@ -178,6 +198,8 @@ static PyObject *check(PyObject *self, PyObject *args) {
     return Py_BuildValue("NNN", codes_obj, boxes_obj, areas_obj);
 fail:
     free(cnts);
+    free(ptrs);
+    free(lens);
     Py_XDECREF(fast);
     Py_XDECREF(codes_obj);
     Py_XDECREF(boxes_obj);

@@ -17,6 +17,8 @@ from typing import Any
 
 import numpy as np
 
+from .bulk import gc_paused
+
 
 @dataclass(eq=False)
 class Detections(Sequence):
@@ -136,10 +138,11 @@ class Detections(Sequence):
         starts = np.flatnonzero(np.concatenate(([True], ids[1:] != ids[:-1])))
         boxes = self.bbox if self.bbox is not None else self.mask_box
         out = []
-        for idx in np.split(order, starts[1:]):
-            h, w = int(self.height[idx[0]]), int(self.width[idx[0]])
-            out.append({"image_id": int(self.image_id[idx[0]]), "boxes": np.ascontiguousarray(boxes[idx]),
-                        "scores": np.ascontiguousarray(self.score[idx]),
-                        "labels": np.ascontiguousarray(self.category_id[idx]),
-                        "rles": [{"counts": self.counts[i], "size": (h, w)} for i in idx]})
+        with gc_paused():  # one dict per detection, no cycles: a GC pass would only walk them
+            for idx in np.split(order, starts[1:]):
+                h, w = int(self.height[idx[0]]), int(self.width[idx[0]])
+                out.append({"image_id": int(self.image_id[idx[0]]), "boxes": np.ascontiguousarray(boxes[idx]),
+                            "scores": np.ascontiguousarray(self.score[idx]),
+                            "labels": np.ascontiguousarray(self.category_id[idx]),
+                            "rles": [{"counts": self.counts[i], "size": (h, w)} for i in idx.tolist()]})
         return out

@@ -27,11 +27,11 @@ Conventions reproduced for the vernier calls (each one a reference's, not ours):
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from typing import Any
 
+import msgspec
 import numpy as np
 
 from .errors import UsageError
@@ -104,7 +104,8 @@ def vernier_dataset(gt: dict, lvis: bool = False):
     for g, lv, handle in _DATASETS:
         if g is gt and lv == lvis:
             return handle
-    payload = json.dumps(_with_gt_boxes(gt)).encode()
+    # msgspec: the same json as json.dumps (numbers round-trip; the validated GT has no NaN) at ~7x its speed
+    payload = msgspec.json.encode(_with_gt_boxes(gt))
     handle = CocoDataset.from_lvis_json(payload) if lvis else CocoDataset.from_json(payload)
     _DATASETS.append((gt, lvis, handle))
     del _DATASETS[:-2]  # the GT of a COCO and an LVIS group at most; the dicts stay alive while cached

@@ -26,6 +26,8 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 import numpy as np
 
+from .bulk import gc_paused
+from .engines import usable_cpus
 from .errors import InputError
 from .masks import check_rles, parse_rle_counts, segm_to_rle
 
@@ -83,7 +85,7 @@ def load_json(path: str | os.PathLike, what: str) -> Any:
     if not p.is_file():
         raise EvalInputError(p, f"{what} file does not exist or is not a file", "check the path")
     try:
-        with open(p, "rb") as f:
+        with open(p, "rb") as f, gc_paused():
             return json.load(f)
     except UnicodeDecodeError as e:
         raise EvalInputError(p, f"{what} file is not UTF-8 text ({e})", f"pass the {what} json file") from e
@@ -159,6 +161,20 @@ def _check_bbox(bbox: Any, path, record: str, kind: str) -> None:
                              "write boxes as [x, y, width, height] in pixels", record)
 
 
+def _finite_numbers(values: list) -> bool:
+    """Every entry an int or float (bool included, as ``isinstance`` sees it) and finite.
+
+    The common case — only ``int`` / ``float`` entries of float range — is checked on one array; anything else (a
+    subclass, a string, an int beyond float range) by the per-entry rule, which is the definition.
+    """
+    if set(map(type, values)) <= {int, float}:
+        try:
+            return bool(np.isfinite(np.fromiter(values, np.float64, len(values))).all())
+        except OverflowError:
+            pass
+    return all(isinstance(v, (int, float)) and math.isfinite(v) for v in values)
+
+
 def _check_segmentation(segm: Any, h: int, w: int, path, record: str, kind: str,
                         deferred: list | None = None) -> None:
     """Validate a polygon list or RLE dict against the image size; raise EvalInputError otherwise.
@@ -171,7 +187,7 @@ def _check_segmentation(segm: Any, h: int, w: int, path, record: str, kind: str,
         if len(segm) == 0:
             raise EvalInputError(path, f"{kind} has an empty segmentation", "drop the record or give it a mask", record)
         for k, poly in enumerate(segm):
-            if not isinstance(poly, list) or not all(isinstance(v, (int, float)) and math.isfinite(v) for v in poly):
+            if not isinstance(poly, list) or not _finite_numbers(poly):
                 raise EvalInputError(path, f"{kind} polygon {k} is not a flat list of finite numbers", fix_poly, record)
             if len(poly) < 6 or len(poly) % 2:
                 raise EvalInputError(path, f"{kind} polygon {k} has {len(poly)} coordinates (needs an even count >= 6)",
@@ -446,7 +462,8 @@ def read_results(path: str | os.PathLike, gt: dict, *, gt_path: str | os.PathLik
     from .detections import Detections
 
     p = Path(path)
-    fast = _read_results_fast(p, gt, keep_bbox, category_ids)
+    with gc_paused():
+        fast = _read_results_fast(p, gt, keep_bbox, category_ids)
     if fast is not None:
         return fast
     log.debug("%s: read by the reference path (json + per-record validation)", p)
@@ -522,7 +539,7 @@ def _read_results_fast(path: Path, gt: dict, keep_bbox: bool, category_ids) -> D
     if not (size == hw).all():
         return None
     height, width = np.ascontiguousarray(hw[:, 0]), np.ascontiguousarray(hw[:, 1])
-    bad, boxes, areas = check_rles(counts, height, width)
+    bad, boxes, areas = check_rles(counts, height, width, threads=usable_cpus())
     if bad.any():
         return None
     return Detections(image_id, category_id, score, height, width, counts, boxes, areas, bbox)

@@ -123,3 +123,23 @@ def test_bad_arguments_are_errors_not_crashes():
     assert bad.tolist() == [True]
     with pytest.raises(ValueError, match="int64 buffers"):
         masks.check_rles([b"0", b"1"], [1], [1])
+
+
+def test_threaded_check_equals_one_thread(monkeypatch):
+    """check_rles(threads=k) cuts the list into k batches checked in parallel: same codes, boxes, areas, order."""
+    rng = np.random.default_rng(5)
+    strings, hs, ws = [], [], []
+    for i in range(600):
+        h, w = int(rng.integers(1, 40)), int(rng.integers(1, 40))
+        m = rng.random((h, w)) < rng.random()
+        s = mask_utils.encode(np.asfortranarray(m.astype(np.uint8)))["counts"]
+        strings.append(s if i % 7 else s[:-1] + b"\x7f")  # every 7th one refused
+        hs.append(h)
+        ws.append(w)
+    monkeypatch.setattr(masks, "_CHECK_PER_THREAD", 50)
+    one = masks.check_rles(strings, hs, ws)
+    for k in (2, 3, 8):
+        many = masks.check_rles(strings, hs, ws, threads=k)
+        for a, b in zip(one, many):
+            np.testing.assert_array_equal(a, b)
+    assert one[0].sum() == len(range(0, 600, 7))

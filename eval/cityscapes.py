@@ -231,7 +231,10 @@ def _check_results(gt: dict, results: list[dict]) -> list[dict]:
                 f"result #{i} (image_id {r['image_id']!r}) has category_id {r['category_id']!r}, not one of the "
                 f"GT categories {sorted(cat_ids)}; map the model's contiguous labels back to the json's ids"
             )
-        score = float(r["score"])
+        try:
+            score = float(r["score"])
+        except OverflowError:  # an integer beyond float range
+            score = math.inf
         if not math.isfinite(score):
             raise UsageError(f"result #{i} (image_id {r['image_id']!r}) has a non-finite score {r['score']!r}")
         h, w = int(img["height"]), int(img["width"])

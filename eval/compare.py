@@ -266,4 +266,7 @@ def compare(gt: dict | None, results_a: list[dict], results_b: list[dict], lvis_
 
 
 def _finite(v) -> bool:
-    return isinstance(v, (int, float)) and math.isfinite(v)
+    try:
+        return isinstance(v, (int, float)) and math.isfinite(v)
+    except OverflowError:  # an integer beyond float range
+        return False

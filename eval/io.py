@@ -112,9 +112,18 @@ def _is_int(v: Any) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
 
 
+def _finite(v: int | float) -> bool:
+    """``math.isfinite``, False (not OverflowError) for a json integer beyond float range such as 1e400 written
+    out in digits: no library downstream can use it."""
+    try:
+        return math.isfinite(v)
+    except OverflowError:
+        return False
+
+
 def _is_number(v: Any) -> bool:
     """A finite json number (``bool`` is not one)."""
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and _finite(v)
 
 
 def compressed_rle_problem(counts: str | bytes, total: int) -> str | None:
@@ -172,7 +181,7 @@ def _finite_numbers(values: list) -> bool:
             return bool(np.isfinite(np.fromiter(values, np.float64, len(values))).all())
         except OverflowError:
             pass
-    return all(isinstance(v, (int, float)) and math.isfinite(v) for v in values)
+    return all(isinstance(v, (int, float)) and _finite(v) for v in values)
 
 
 def _check_segmentation(segm: Any, h: int, w: int, path, record: str, kind: str,
@@ -425,7 +434,7 @@ def validate_results(results: Any, gt: dict, path: str | os.PathLike | None = No
             raise EvalInputError(path, f"category_id {r['category_id']!r} is not a ground-truth category",
                                  "map contiguous model labels back to the dataset's category ids", rec)
         s = r["score"]
-        if isinstance(s, bool) or not isinstance(s, (int, float)) or not math.isfinite(s) or s < 0 or s > 1:
+        if isinstance(s, bool) or not isinstance(s, (int, float)) or not _finite(s) or s < 0 or s > 1:
             raise EvalInputError(path, f"score {s!r} is not a probability in [0, 1]",
                                  "write sigmoid/softmax probabilities, not logits", rec)
         im = images[r["image_id"]]

@@ -86,7 +86,8 @@ def test_unknown_image_and_category(tmp_path, capsys, good):
     _assert_clean_failure(code, err, out, "results[5]", "category_id 12", "contiguous")
 
 
-@pytest.mark.parametrize("score", [float("nan"), -0.1, 1.5, "0.5", True])
+@pytest.mark.parametrize("score", [float("nan"), -0.1, 1.5, "0.5", True,
+                                   pytest.param(10 ** 400, id="int-beyond-float")])
 def test_bad_scores(tmp_path, capsys, good, score):
     good[2]["score"] = score
     text = json.dumps(good)  # NaN is written as the json token NaN, which Python's json reads back
@@ -106,6 +107,7 @@ def test_rle_size_differs_from_image(tmp_path, capsys, good):
     ([[1, 2, 3, 4, 5]], "coordinates"),
     ([["a", 2, 3, 4, 5, 6]], "finite numbers"),
     ([[1, 2, 3, 4, 5, 6], 7], "finite numbers"),
+    ([[1, 2, 3, 4, 5, 10 ** 400]], "finite numbers"),  # a json integer beyond float range: refused, no traceback
     ("polygon", "polygon list or an RLE"),
 ])
 def test_malformed_polygon(tmp_path, capsys, good, segm, needle):
@@ -312,6 +314,7 @@ def _gt_case(coco_gt: dict, edit) -> dict:
 @pytest.mark.parametrize("edit, record, needle", [
     (lambda g: g["annotations"][3].__setitem__("area", "12.5"), "annotations[3]", "area '12.5' is not a non-negative"),
     (lambda g: g["annotations"][3].__setitem__("area", -4.0), "annotations[3]", "area -4.0 is not a non-negative"),
+    (lambda g: g["annotations"][3].__setitem__("area", 10 ** 400), "annotations[3]", "is not a non-negative"),
     (lambda g: g["annotations"][3].pop("iscrowd"), "annotations[3]", "lacks 'iscrowd'"),
     (lambda g: g["annotations"][3].__setitem__("iscrowd", 2), "annotations[3]", "iscrowd 2 is not 0 or 1"),
     (lambda g: g["annotations"][3].__setitem__("id", [7]), "annotations[3]", "id [7] is not an integer"),

@@ -225,6 +225,9 @@ def _check_segmentation(segm: Any, h: int, w: int, path, record: str, kind: str,
         elif isinstance(counts, (str, bytes)):
             if len(counts) == 0:
                 raise EvalInputError(path, f"{kind} has an empty RLE 'counts'", "re-encode the mask", record)
+            if isinstance(counts, str) and not counts.isascii():  # refused here: no encoder ever sees it
+                raise EvalInputError(path, f"{kind} compressed RLE is corrupt: {compressed_rle_problem(counts, h * w)}",
+                                     "re-encode the mask with pycocotools.mask.encode at full image size", record)
             if deferred is not None:
                 deferred.append((counts, h * w, record, kind))
                 return
@@ -519,7 +522,10 @@ def _read_results_fast(path: Path, gt: dict, keep_bbox: bool, category_ids) -> D
     except OverflowError:  # an id beyond int64: no ground truth has it
         return None
     score = np.fromiter((r.score for r in recs), np.float64, n)
-    size = np.array([r.segmentation.size for r in recs if len(r.segmentation.size) == 2], dtype=np.int64)
+    try:
+        size = np.array([r.segmentation.size for r in recs if len(r.segmentation.size) == 2], dtype=np.int64)
+    except OverflowError:  # a size beyond int64: not the image's
+        return None
     if size.shape != (n, 2):
         return None
     bbox = None
@@ -529,8 +535,11 @@ def _read_results_fast(path: Path, gt: dict, keep_bbox: bool, category_ids) -> D
         bbox = np.array([r.bbox for r in recs], dtype=np.float64)
         if not (np.isfinite(bbox).all() and (bbox[:, 2:] >= 0).all()):
             return None
-    counts = [r.segmentation.counts.encode("ascii", "replace") for r in recs]
+    counts = [r.segmentation.counts for r in recs]
     del recs
+    if not all(c.isascii() for c in counts):  # outside the RLE alphabet: the reference path says where
+        return None
+    counts = [c.encode("ascii") for c in counts]
     im_ids = np.array([im["id"] for im in gt["images"]], dtype=np.int64)
     im_hw = np.array([(im["height"], im["width"]) for im in gt["images"]], dtype=np.int64).reshape(-1, 2)
     order = np.argsort(im_ids)

@@ -54,7 +54,10 @@ def parse_rle_counts(counts: str | bytes) -> tuple[np.ndarray | None, str | None
         character outside the alphabet, a truncated or over-long number). Negative runs and the total are the
         caller's to check (:func:`eval.io.compressed_rle_problem`).
     """
-    raw = counts.encode("ascii", "replace") if isinstance(counts, str) else bytes(counts)
+    if isinstance(counts, str) and not counts.isascii():
+        bad = next(ch for ch in counts if not ch.isascii())
+        return None, f"character {bad!r} is not an RLE character ('0' to 'o')"
+    raw = counts.encode("ascii") if isinstance(counts, str) else bytes(counts)
     a = np.frombuffer(raw, dtype=np.uint8).astype(np.int64) - 48
     if a.size == 0:
         return None, "empty counts"
@@ -190,7 +193,8 @@ def _check_rles_numpy(counts, heights: np.ndarray, widths: np.ndarray):
     """:func:`check_rles` without the compiled checker."""
     if ((heights <= 0) | (widths <= 0) | (heights > ((1 << 32) - 1) // np.maximum(widths, 1))).any():
         raise ValueError("image sizes must be positive and below 2^32 pixels")
-    raws = [c.encode("ascii", "replace") if isinstance(c, str) else bytes(c) for c in counts]
+    # utf-8: a non-ASCII character becomes bytes >= 0x80, outside the alphabet (never '?', which is inside it)
+    raws = [c.encode("utf-8") if isinstance(c, str) else bytes(c) for c in counts]
     totals = heights * widths
     bad = np.zeros(len(raws), dtype=bool)
     lo, size = 0, 0  # chunks of ~16k characters: small temporaries are reused by the allocator

@@ -263,6 +263,7 @@ def test_short_compressed_rle_over_a_gt_box_is_refused_not_hung(tmp_path, good, 
 @pytest.mark.parametrize("counts, needle", [
     ("abc", "truncated"),
     ("0!", "is not an RLE character"),
+    ("0?é", "character 'é' is not an RLE character"),  # never encoded (ascii would raise, 'replace' gives '?')
     ("", "empty RLE"),
 ])
 def test_garbage_compressed_counts(tmp_path, capsys, good, counts, needle):

@@ -106,6 +106,11 @@ def _mutations(preds: list[dict]):
     yield "rle short", one(segmentation={"size": seg["size"], "counts": seg["counts"][:-3]})
     yield "rle characters", one(segmentation={"size": seg["size"], "counts": "abc~~"})
     yield "rle non-ascii", one(segmentation={"size": seg["size"], "counts": seg["counts"][:-1] + "é"})
+    q = next(r for r in preds[20:] if "?" in r["segmentation"]["counts"])  # 'é' where a '?' stood (see below)
+    yield "rle non-ascii for a valid character", copy.deepcopy(preds[:20]) + [
+        dict(q, segmentation={"size": q["segmentation"]["size"],
+                              "counts": q["segmentation"]["counts"].replace("?", "é", 1)})]
+    yield "rle size beyond int64", one(segmentation={"size": [2 ** 64 - 1, 1], "counts": seg["counts"]})
     yield "rle empty", one(segmentation={"size": seg["size"], "counts": ""})
     yield "rle counts number", one(segmentation={"size": seg["size"], "counts": 5})
     yield "uncompressed negative", one(segmentation={"size": seg["size"], "counts": [-1, 5]})

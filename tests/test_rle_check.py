@@ -153,3 +153,19 @@ def test_threaded_check_equals_one_thread(monkeypatch):
         for a, b in zip(one, many):
             np.testing.assert_array_equal(a, b)
     assert one[0].sum() == len(range(0, 600, 7))
+
+
+@pytest.mark.parametrize("impl", ["check_rles", "_check_rles_numpy"])
+def test_a_non_ascii_character_is_refused_even_where_a_valid_one_stood(impl):
+    """A non-ASCII character in a str count is outside the alphabet. Encoding it with errors="replace" would turn
+    it into '?', which is an RLE character: a valid string with one '?' swapped for 'é' would then pass."""
+    valid = [(c.decode(), h, w) for c, h, w in _real_counts() if b"?" in c][:50]
+    assert len(valid) >= 10
+    swapped = [c.replace("?", ch, 1) for (c, _, _), ch in zip(valid, "éüñ€字ß" * 10)]
+    hs, ws = np.array([h for _, h, _ in valid]), np.array([w for _, _, w in valid])
+    ok, _, _ = getattr(masks, impl)([c for c, _, _ in valid], hs, ws)
+    bad, boxes, areas = getattr(masks, impl)(swapped, hs, ws)
+    assert not ok.any() and bad.all() and (boxes == 0).all() and (areas == 0).all()
+    for s, h, w in zip(swapped, hs, ws):
+        assert "is not an RLE character" in compressed_rle_problem(s, int(h * w))
+    assert bad_compressed_rles(swapped, (hs * ws).tolist()).all()

@@ -88,7 +88,8 @@ class EvalParams:
         keep_bbox: keep ``bbox`` in results (detection areas from boxes, RefineMask-compatible APs/m/l).
         engine: who computes ``coco``, ``boundary_ap``, ``ap_star`` and ``lvis``: ``"vernier"`` (strict parity,
             default) or ``"reference"`` (pycocotools, faster-coco-eval, lvis-api); :mod:`eval.engines`.
-        jobs: worker processes of boundary F / boundary accuracy and threads of vernier (None: the usable CPUs).
+        jobs: worker processes of boundary F / boundary accuracy, threads of vernier and of the RLE check when
+            reading results files (None: the usable CPUs).
     """
 
     boundary_f_tolerances: tuple[int, ...] = (1, 3, 5)
@@ -225,7 +226,7 @@ class InstanceSegEvaluator:
             with warnings.catch_warnings():  # an empty list: evaluate() says it once
                 warnings.simplefilter("ignore", eio.EmptyResultsWarning)
                 dets = eio.read_results(path, gt, gt_path=gt_path, keep_bbox=self.params.keep_bbox,
-                                        category_ids=cats)
+                                        category_ids=cats, threads=self.params.jobs)
         except eio.EvalInputError:
             if raw_lvis:  # COCO-trained results against a raw LVIS file: say that, not "unknown category"
                 parsed = eio.load_json(path, "results")

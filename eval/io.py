@@ -455,7 +455,8 @@ def validate_results(results: Any, gt: dict, path: str | os.PathLike | None = No
 
 
 def read_results(path: str | os.PathLike, gt: dict, *, gt_path: str | os.PathLike | None = None,
-                 keep_bbox: bool = False, category_ids: frozenset | set | None = None) -> Detections:
+                 keep_bbox: bool = False, category_ids: frozenset | set | None = None,
+                 threads: int | None = None) -> Detections:
     """Read, validate and normalise a COCO results json file into :class:`eval.detections.Detections`.
 
     The same contract as ``validate_results(load_json(path), ...)`` — the same detections, the same refusals with
@@ -468,6 +469,8 @@ def read_results(path: str | os.PathLike, gt: dict, *, gt_path: str | os.PathLik
     which raises the exact error (or normalises the polygons). tests/test_fast_results.py holds the two paths
     equal on valid files and on every refusal of tests/test_bad_input.py.
 
+    ``threads``: of the RLE check (None: the usable CPUs; the result does not depend on it).
+
     Raises:
         EvalInputError: as :func:`validate_results` and :func:`load_json`.
     """
@@ -475,7 +478,7 @@ def read_results(path: str | os.PathLike, gt: dict, *, gt_path: str | os.PathLik
 
     p = Path(path)
     with gc_paused():
-        fast = _read_results_fast(p, gt, keep_bbox, category_ids)
+        fast = _read_results_fast(p, gt, keep_bbox, category_ids, threads or usable_cpus())
     if fast is not None:
         return fast
     log.debug("%s: read by the reference path (json + per-record validation)", p)
@@ -500,7 +503,7 @@ class _Result(msgspec.Struct):
     bbox: list[float] | None = None
 
 
-def _read_results_fast(path: Path, gt: dict, keep_bbox: bool, category_ids) -> Detections | None:
+def _read_results_fast(path: Path, gt: dict, keep_bbox: bool, category_ids, threads: int = 1) -> Detections | None:
     """:func:`read_results` for a plainly valid file, or None (then the reference path decides)."""
     from .detections import Detections
 
@@ -557,7 +560,7 @@ def _read_results_fast(path: Path, gt: dict, keep_bbox: bool, category_ids) -> D
     if not (size == hw).all():
         return None
     height, width = np.ascontiguousarray(hw[:, 0]), np.ascontiguousarray(hw[:, 1])
-    bad, boxes, areas = check_rles(counts, height, width, threads=usable_cpus())
+    bad, boxes, areas = check_rles(counts, height, width, threads=threads)
     if bad.any():
         return None
     return Detections(image_id, category_id, score, height, width, counts, boxes, areas, bbox)

@@ -42,8 +42,8 @@ def add_eval_arguments(p: argparse.ArgumentParser) -> None:
                    "equal to the references on every test run) or the reference libraries themselves (pycocotools, "
                    "faster-coco-eval, lvis-api)")
     p.add_argument("--jobs", type=_positive_int, default=None,
-                   help="worker processes for boundary F / boundary accuracy and threads for vernier (default: the "
-                   "usable CPUs; the numbers do not depend on it)")
+                   help="worker processes for boundary F / boundary accuracy, threads for vernier and for the RLE "
+                   "check of the results file (default: the usable CPUs; the numbers do not depend on it)")
     p.add_argument("--keep-bbox", action="store_true", help="keep `bbox` in results: detection areas from boxes "
                    "(RefineMask-compatible APs/APm/APl); default pops it as detectron2 and mmdet 3.x do")
 
